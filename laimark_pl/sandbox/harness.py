@@ -1,0 +1,265 @@
+"""Code that runs inside the sandbox's execution children.
+
+`run_candidate` runs in the *untrusted* child: it executes the program and then serves calls
+(``[name, args, kwargs]`` frames, read from fd 3) by writing plain-data results to fd 4. It
+never receives expected values, so nothing it can reach (frames, ``gc``, its memory) tells it
+the right answer; whatever it writes is just a claimed return value that the trusted side
+decodes strictly and compares itself.
+
+`run_tester` runs in a second child (another uid, not ptrace-able) for tests that are not
+assert-shaped: it executes the tests with every function of the program replaced by a proxy
+that calls into the candidate child over a pipe, and reports per-assert outcomes to the parent.
+Only the tests' own code and plain data from the candidate ever run or exist in it.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import os
+import sys
+import types
+from typing import Any, NoReturn
+
+from laimark_pl.sandbox.wire import (
+    FrameError,
+    NotPlain,
+    Unplain,
+    decode_value,
+    encode_result,
+    encode_value,
+    read_frame,
+    write_frame,
+)
+
+CANDIDATE_NAME = "__solution__"
+
+
+def prepare_stdio() -> None:
+    """Called once in the worker: the standard streams every execution child inherits (fds 0-2
+    are re-pointed per child; the stream objects, with empty buffers, are shared by fork)."""
+    sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)
+    sys.argv = [CANDIDATE_NAME]
+
+
+def _exit(code: int = 0) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    os._exit(code)
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"[:500]
+    except BaseException:
+        return type(exc).__name__
+
+
+def _kind(exc: BaseException) -> str:
+    return "memory" if isinstance(exc, MemoryError) else "exception"
+
+
+def run_candidate(in_fd: int = 3, out_fd: int = 4) -> NoReturn:
+    """Untrusted child: load the program, then answer call frames until end of input."""
+    try:
+        job = read_frame(in_fd)
+        code = compile(job["code"], "<solution>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, FrameError) as exc:
+        write_frame(out_fd, ["compile_error", _describe(exc)])
+        _exit()
+    module = types.ModuleType(CANDIDATE_NAME)  # importable by name: pickling (multiprocessing) works
+    sys.modules[CANDIDATE_NAME] = module
+    namespace: dict[str, Any] = module.__dict__
+    namespace["__builtins__"] = builtins
+    try:
+        exec(code, namespace)
+    except BaseException as exc:  # SystemExit included: exiting while loading is a failure
+        write_frame(out_fd, ["load_error", _describe(exc), _kind(exc)])
+        _exit()
+    names, values = [], {}
+    for name, value in list(namespace.items()):
+        if name.startswith("__") or isinstance(value, types.ModuleType):
+            continue
+        if _is_callable(value):
+            names.append(name)
+        elif len(values) < 100:
+            encoded = encode_result(value)  # plain-data globals (constants the tests may use)
+            if not (isinstance(encoded, dict) and "x" in encoded) and len(repr(encoded)) < 100_000:
+                values[name] = encoded
+    write_frame(out_fd, ["loaded", names, values])
+    while True:
+        call = read_frame(in_fd)
+        if call is None:
+            break
+        name, args, kwargs = call
+        func = namespace[name] if name in namespace else getattr(builtins, name, None)
+        try:
+            if func is None:
+                raise NameError(f"name {name!r} is not defined")
+            value = func(*decode_value(args), **decode_value(kwargs))
+            reply = ["ok", encode_result(value)]
+        except BaseException as exc:
+            reply = ["exc", _describe(exc), _kind(exc)]
+        write_frame(out_fd, reply)
+    _exit()
+
+
+def _is_callable(value: Any) -> bool:
+    try:
+        return callable(value)
+    except BaseException:
+        return False
+
+
+# ------------------------------------------------------------------------------ tester
+
+
+class CandidateDied(BaseException):
+    """The candidate process stopped answering (not an ``Exception``: tests cannot swallow it)."""
+
+
+class _Remote:
+    """Proxy for one function of the program, living in the tester process."""
+
+    def __init__(self, channel: _Channel, name: str):
+        self._channel, self._name = channel, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.call(self._name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<candidate function {self._name}>"
+
+
+class _Channel:
+    def __init__(self, to_fd: int, from_fd: int):
+        self.to_fd, self.from_fd = to_fd, from_fd
+        self.died = False
+        self.memory = False
+        self.calls = 0
+
+    def call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        if self.died:
+            raise CandidateDied("the candidate process is gone")
+        try:
+            payload = [name, encode_value(list(args)), encode_value(kwargs)]
+        except NotPlain as exc:
+            raise TypeError(f"argument for {name}() is not plain data ({exc.type_name})") from None
+        try:
+            write_frame(self.to_fd, payload)
+            reply = read_frame(self.from_fd)
+        except (OSError, FrameError, ValueError):
+            reply = None
+        self.calls += 1
+        if not isinstance(reply, list) or not reply:
+            self.died = True
+            raise CandidateDied("the candidate process stopped answering")
+        if reply[0] == "ok" and len(reply) == 2:
+            try:
+                value = decode_value(reply[1])
+            except FrameError as exc:
+                raise TypeError(f"{name}() returned malformed data: {exc}") from None
+            if isinstance(value, Unplain):
+                raise TypeError(f"{name}() returned a non-plain {value.type_name}")
+            return value
+        if reply[0] == "exc" and len(reply) == 3 and isinstance(reply[1], str):
+            self.memory |= reply[2] == "memory"
+            raise _exception_from(reply[1])
+        self.died = True
+        raise CandidateDied("protocol violation by the candidate process")
+
+
+def _exception_from(description: str) -> Exception:
+    type_name, _, message = description.partition(": ")
+    cls = getattr(builtins, type_name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:
+            pass
+    return RuntimeError(description)
+
+
+def run_tester(in_fd: int = 3, out_fd: int = 4, to_candidate: int = 5, from_candidate: int = 6) -> NoReturn:
+    """Trusted-side tester child: run the tests against proxies and report per-assert outcomes."""
+    job = read_frame(in_fd)
+    os.close(in_fd)
+    channel = _Channel(to_candidate, from_candidate)
+    report: dict[str, Any] = {"units": [], "load": "ok", "detail": ""}
+    try:
+        write_frame(to_candidate, {"code": job["code"]})
+        hello = read_frame(from_candidate)
+    except (OSError, FrameError, ValueError):
+        hello = None
+    if not isinstance(hello, list) or not hello or hello[0] != "loaded":
+        if isinstance(hello, list) and hello and hello[0] in ("compile_error", "load_error"):
+            report["load"] = hello[0]
+            report["detail"] = str(hello[1])[:500]
+            report["memory"] = len(hello) > 2 and hello[2] == "memory"
+        else:
+            report["load"] = "died"
+        write_frame(out_fd, report)
+        _exit()
+    namespace: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
+    for name in hello[1]:
+        if isinstance(name, str):
+            namespace[name] = _Remote(channel, name)
+    if len(hello) > 2 and isinstance(hello[2], dict):
+        for name, encoded in hello[2].items():
+            try:
+                namespace.setdefault(name, decode_value(encoded))
+            except FrameError:
+                continue
+    units: list[list] = report["units"]
+    try:
+        _run_tests(job["tests"], job.get("entry_point"), namespace, units)
+    except CandidateDied:
+        pass
+    report["died"] = channel.died
+    report["memory"] = channel.memory
+    report["calls"] = channel.calls
+    try:
+        os.close(to_candidate)  # end of input: the candidate process exits
+    except OSError:
+        pass
+    write_frame(out_fd, report)
+    _exit()
+
+
+def _run_tests(tests: str, entry_point: str | None, namespace: dict, units: list[list]) -> None:
+    try:
+        tree = ast.parse(tests)
+    except (SyntaxError, ValueError) as exc:
+        units.append([False, f"tests do not parse: {_describe(exc)}"])
+        return
+    check_called = any(
+        isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name)
+        and s.value.func.id == "check" for s in tree.body)
+    for stmt in tree.body:
+        is_unit = isinstance(stmt, ast.Assert) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+                                                    and isinstance(stmt.value.func, ast.Name)
+                                                    and stmt.value.func.id == "check")
+        code = compile(ast.Module(body=[stmt], type_ignores=[]), "<tests>", "exec")
+        try:
+            exec(code, namespace)
+            if is_unit:
+                units.append([True, ""])
+        except Exception as exc:
+            units.append([False, f"line {stmt.lineno}: {ast.unparse(stmt)[:200]}: {_describe(exc)}"])
+            if not is_unit:
+                return
+    if not check_called and callable(namespace.get("check")) and entry_point:
+        candidate = namespace.get(entry_point)
+        if candidate is None:
+            units.append([False, f"the program defines no function {entry_point!r}"])
+            return
+        try:
+            namespace["check"](candidate)
+            units.append([True, ""])
+        except Exception as exc:
+            units.append([False, f"check({entry_point}): {_describe(exc)}"])

@@ -1,0 +1,98 @@
+"""Plain-data encoding between untrusted children and the trusted side."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter, OrderedDict, defaultdict
+
+import pytest
+
+from laimark_pl.sandbox.wire import (
+    FrameBuffer,
+    FrameError,
+    NotPlain,
+    Unplain,
+    decode_value,
+    encode_result,
+    encode_value,
+    pack,
+    read_frame,
+    write_frame,
+)
+
+
+def roundtrip(value):
+    return decode_value(json.loads(json.dumps(encode_value(value))))
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 0, -7, 2**200, -(2**70), 1.5, -0.0, math.inf, "text \udcff", b"\x00\xff", 3 + 4j,
+    [1, [2, (3, {4: {"k": frozenset({5})}})]], (), {(1, 2): [None]}, {1, "a", (2,)},
+])
+def test_plain_values_roundtrip_with_exact_types(value):
+    back = roundtrip(value)
+    assert back == value and type(back) is type(value)
+    if isinstance(value, float) and value == 0:
+        assert math.copysign(1, back) == -1
+
+
+def test_nan_roundtrips():
+    assert math.isnan(roundtrip(float("nan")))
+
+
+def test_stdlib_mappings_become_dicts_and_iterators_stay_iterators():
+    assert type(roundtrip(Counter("aab"))) is dict and roundtrip(Counter("aab")) == {"a": 2, "b": 1}
+    assert roundtrip(OrderedDict(a=1)) == {"a": 1} and roundtrip(defaultdict(int, b=2)) == {"b": 2}
+    it = roundtrip(x for x in range(3))
+    assert it != [0, 1, 2] and list(it) == [0, 1, 2]
+
+
+class Liar:
+    def __eq__(self, other):
+        return True
+
+
+class IntSub(int):
+    pass
+
+
+@pytest.mark.parametrize("value", [Liar(), IntSub(3), [1, IntSub(3)], {"k": Liar()}, object(), print])
+def test_non_plain_values_are_rejected_whole(value):
+    with pytest.raises(NotPlain):
+        encode_value(value)
+    marker = decode_value(encode_result(value))
+    assert isinstance(marker, Unplain)
+    assert marker != marker and not (marker == 3)
+
+
+def test_self_referencing_list_is_not_plain():
+    loop = []
+    loop.append(loop)
+    assert isinstance(decode_value(encode_result(loop)), Unplain)
+
+
+@pytest.mark.parametrize("data", [{"t": 5}, {"zz": []}, {"t": [], "s": []}, {"s": [[1]]}, {"b": "xyz"},
+                                  {"c": [1, 2]}, {"d": [[[1], 2]]}])
+def test_malformed_tagged_data_raises(data):
+    with pytest.raises(FrameError):
+        decode_value(data)
+
+
+def test_frames_over_pipes_and_incremental_buffer():
+    r, w = os.pipe()
+    try:
+        write_frame(w, {"code": "x = 1"})
+        write_frame(w, ["ok", 2])
+        os.close(w)
+        assert read_frame(r) == {"code": "x = 1"}
+        assert read_frame(r) == ["ok", 2]
+        assert read_frame(r) is None
+    finally:
+        os.close(r)
+    data = pack([1]) + pack({"a": 2})
+    buf = FrameBuffer()
+    assert buf.feed(data[:3]) == [] and buf.feed(data[3:]) == [[1], {"a": 2}] and buf.pending == 0
+    with pytest.raises(FrameError):
+        FrameBuffer(max_bytes=4).feed(pack("x" * 10))

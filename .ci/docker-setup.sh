@@ -34,6 +34,17 @@ wait_for_engine() {  # $1: pid of dockerd, $2: seconds
     return 1
 }
 
+dockerd_pid() {  # pid of a running dockerd, if any (no procps needed)
+    local proc
+    for proc in /proc/[0-9]*; do
+        if [ "$(cat "$proc/comm" 2>/dev/null)" = dockerd ]; then
+            echo "${proc#/proc/}"
+            return 0
+        fi
+    done
+    return 1
+}
+
 start_dockerd() {  # extra dockerd flags as arguments; prints dockerd's pid
     mkdir -p "$(dirname "$DOCKERD_LOG")"
     setsid nohup dockerd "$@" >>"$DOCKERD_LOG" 2>&1 </dev/null &
@@ -65,9 +76,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-if pgrep -x dockerd >/dev/null 2>&1; then
+if pid="$(dockerd_pid)"; then
     # A dockerd exists but does not answer yet (starting up, or left over): give it the budget.
-    pid="$(pgrep -x dockerd | head -1)"
     say "dockerd (pid $pid) already started; waiting for it"
     if wait_for_engine "$pid" "$DOCKER_SETUP_TIMEOUT"; then
         say "engine ready"

@@ -31,9 +31,13 @@ def _add_lightning_command(name: str) -> None:
         add_help_option=False,
     )
     def _command(ctx: typer.Context) -> None:
-        from laimark_pl.lightning_cli import run_lightning_cli
+        from laimark_pl.lightning_cli import UserInputError, run_lightning_cli
 
-        run_lightning_cli([name, *ctx.args])
+        try:
+            run_lightning_cli([name, *ctx.args])
+        except UserInputError as exc:
+            typer.secho(f"laimark {name}: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from exc
 
 
 for _name in LIGHTNING_SUBCOMMANDS:

@@ -12,6 +12,7 @@ Defaults that differ from plain Lightning (all overridable in YAML or on the com
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
@@ -19,7 +20,17 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from laimark_pl.datamodules.curriculum import CurriculumDataModule
 from laimark_pl.modules.grpo import GRPOModule
-from laimark_pl.registry.tracking import MLflowSaveConfigCallback, check_tracking_reachable, default_tracking_uri
+from laimark_pl.problems import ProblemFileError
+from laimark_pl.registry.tracking import (
+    MLflowSaveConfigCallback,
+    TrackingUnreachableError,
+    check_tracking_reachable,
+    default_tracking_uri,
+    prepare_tracking,
+)
+
+#: Errors caused by the user's input (config, files, servers): reported in one clear message.
+UserInputError = (TrackingUnreachableError, ProblemFileError, FileNotFoundError)
 
 
 def trainer_defaults() -> dict:
@@ -38,17 +49,18 @@ class LaimarkCLI(LightningCLI):
     """LightningCLI with MLflow-first defaults and an early tracking-server check."""
 
     def before_instantiate_classes(self) -> None:
-        """Fail fast on an unreachable tracking server, before the model is loaded."""
-        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        """Fail fast on an unreachable tracking store, before any model is loaded, and create the
+        experiment so that a local SQLite store keeps its artifacts next to the database."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
         loggers = config.get("trainer", {}).get("logger")
         for logger in loggers if isinstance(loggers, list) else [loggers]:
-            if isinstance(logger, dict) or hasattr(logger, "get"):
-                class_path = str(logger.get("class_path", ""))
-                if class_path.endswith("MLFlowLogger"):
-                    uri = (logger.get("init_args") or {}).get("tracking_uri") or default_tracking_uri()
-                    check_tracking_reachable(uri)
+            if hasattr(logger, "get") and str(logger.get("class_path", "")).endswith("MLFlowLogger"):
+                init_args = logger.get("init_args") or {}
+                uri = init_args.get("tracking_uri") or default_tracking_uri()
+                prepare_tracking(uri, init_args.get("experiment_name") or "lightning_logs")
 
     def after_instantiate_classes(self) -> None:
+        """Loggers instantiated some other way (e.g. in code) get the same early check."""
         for logger in self.trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 check_tracking_reachable(logger._tracking_uri)
@@ -56,6 +68,7 @@ class LaimarkCLI(LightningCLI):
 
 def run_lightning_cli(args: Sequence[str]) -> LaimarkCLI:
     """Run ``fit``/``validate``/``test`` with ``args`` as on the command line."""
+    sys.argv = sys.argv[:1]  # the arguments travel in ``args``; LightningCLI warns if both are set
     return LaimarkCLI(
         GRPOModule,
         CurriculumDataModule,

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from laimark_pl.generation import TextGenerator
-from laimark_pl.problems import AnswerFormatError, Problem
-from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT, AnswerMode, extract_answer, strip_thinking, user_prompt
-from laimark_pl.sandbox.types import Program, Sandbox
+from laimark_pl.modules.rewards import judge_completions
+from laimark_pl.problems import Problem
+from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT, AnswerMode, strip_thinking, user_prompt
+from laimark_pl.sandbox.types import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -181,23 +182,21 @@ def score_prompts(
     progress: bool = False,
 ) -> list[float]:
     """Pass rate of each system prompt on ``heldout`` (one sandbox call for all of them)."""
-    programs: list[Program] = []
-    owners: list[int] = []
     questions = [user_prompt(p, config.answer_mode) for p in heldout]
+    owners: list[int] = []
+    problems: list[Problem] = []
+    answers: list[str] = []
     for i, prompt in enumerate(tqdm(prompts, desc="score prompts", disable=not progress)):
         replies = generator.generate_text(
             questions, num_samples=config.eval_samples, temperature=config.eval_temperature,
             max_new_tokens=config.eval_max_new_tokens, system_prompt=prompt, seed=seed)
         for problem, samples in zip(heldout, replies, strict=True):
-            for text in samples:
-                try:
-                    programs.append(problem.check_program(extract_answer(problem, text)))
-                except AnswerFormatError:
-                    continue
-                owners.append(i)
+            owners += [i] * len(samples)
+            problems += [problem] * len(samples)
+            answers += samples
     passed = [0] * len(prompts)
-    for owner, verdict in zip(owners, sandbox.check(programs) if programs else [], strict=True):
-        passed[owner] += int(verdict.passed)
+    for owner, verdict in zip(owners, judge_completions(problems, answers, sandbox), strict=True):
+        passed[owner] += int(verdict is not None and verdict.passed)
     total = len(heldout) * config.eval_samples
     return [n / total for n in passed]
 

@@ -95,6 +95,17 @@ HUMANEVAL_RENAMED = Spec(
     "    return False")
 
 
+class CountingSandbox:
+    """A real sandbox that records the size of every ``check`` call (stages must batch)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def check(self, programs):
+        self.calls.append(len(programs))
+        return self.inner.check(programs)
+
+
 def _stable_seed(*parts: object) -> int:
     return zlib.crc32("\x00".join(map(str, parts)).encode())
 

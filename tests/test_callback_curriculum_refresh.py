@@ -133,6 +133,11 @@ def test_an_empty_pool_is_bootstrapped_at_fit_start(tmp_path, cache):
     assert recorder.seen[0] <= {p.entry_point for p in dm.pool}
 
 
+def test_reserved_problems_are_loaded_for_deduplication(tmp_path):
+    callback = CurriculumRefresh(reserved=seed_file(tmp_path, LIBRARY[:2]))
+    assert [p.entry_point for p in callback.reserved] == ["add_pairs", "count_upper"]
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="every_n_epochs"):
         CurriculumRefresh(every_n_epochs=-1)

@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from curriculum_helpers import LIBRARY, ScriptedModel
+from curriculum_helpers import LIBRARY, CountingSandbox, ScriptedModel
 
 from laimark_pl.curriculum.calibrate import CalibrationConfig, calibrate, in_window, pass_rate_histogram
 from laimark_pl.curriculum.parsing import parse_proposal
 from laimark_pl.problems import read_problems
 from laimark_pl.sandbox import create
-
-
-class CountingSandbox:
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def check(self, programs):
-        self.calls.append(len(programs))
-        return self.inner.check(programs)
 
 
 @pytest.fixture(scope="module")

@@ -195,6 +195,24 @@ def count_primes(n):
 ```
 '''
 
+PROSE_DESCRIPTION = '''Function: **Sort** a list of integers in ascending order, keeping duplicates.
+
+TESTS:
+```python
+assert sort_numbers([3, 1, 2]) == [1, 2, 3]
+assert sort_numbers([]) == []
+assert sort_numbers([2, 2, 1]) == [1, 2, 2]
+```
+
+SOLUTION:
+```python
+from typing import List
+
+def sort_numbers(numbers: List[int]) -> List[int]:
+    return sorted(numbers)
+```
+'''
+
 
 @pytest.mark.parametrize("text, entry_point, n_asserts", [
     (CLEAN, "count_vowels", 3),
@@ -206,8 +224,9 @@ def count_primes(n):
     (FUNCTION_WITHOUT_DOCSTRING_SOLUTION_WITH, "double", 3),
     (BODY_ONLY_SOLUTION, "last", 3),
     (HELPER_IN_SOLUTION, "count_primes", 3),
+    (PROSE_DESCRIPTION, "sort_numbers", 3),
 ], ids=["clean", "unfenced-prose", "markdown-multiline-asserts", "hash-in-expected", "inline-headers",
-        "no-headers", "docstring-in-solution", "body-only", "helper-function"])
+        "no-headers", "docstring-in-solution", "body-only", "helper-function", "prose-description"])
 def test_messy_outputs_parse_to_runnable_problems(text, entry_point, n_asserts):
     problem = parse_proposal(text, topic="t", difficulty="easy")
     assert problem.entry_point == entry_point
@@ -245,6 +264,12 @@ def test_headers_inside_code_blocks_do_not_split_sections():
     sections = split_sections(MARKDOWN_HEADERS_MULTILINE_ASSERTS)
     assert set(sections) == {"FUNCTION", "TESTS", "SOLUTION"}
     assert "zip(*m)" in sections["SOLUTION"]
+
+
+def test_a_prose_description_becomes_the_docstring():
+    problem = parse_proposal(PROSE_DESCRIPTION)
+    assert problem.prompt == ("from typing import List\n\n\ndef sort_numbers(numbers: List[int]) -> List[int]:\n"
+                              '    """\n    Sort a list of integers in ascending order, keeping duplicates.\n    """')
 
 
 def test_body_only_solution_is_joined_to_the_signature():

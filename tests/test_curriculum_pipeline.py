@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from curriculum_helpers import FAILING_REFERENCE, HUMANEVAL_RENAMED, LIBRARY, NONDETERMINISTIC, WEAK_TESTS, ScriptedModel
+from curriculum_helpers import (
+    FAILING_REFERENCE,
+    HUMANEVAL_RENAMED,
+    LIBRARY,
+    NONDETERMINISTIC,
+    WEAK_TESTS,
+    ScriptedModel,
+)
 
 from laimark_pl.curriculum.calibrate import CalibrationConfig
 from laimark_pl.curriculum.parsing import parse_proposal
@@ -27,8 +34,8 @@ REPLIES = [s.proposal() for s in LIBRARY[:4]] + [
 
 
 def config(**kw) -> RoundConfig:
-    return RoundConfig(num_candidates=len(REPLIES), propose=ProposeConfig(harder_share=0.0),
-                       calibration=CalibrationConfig(samples=8), **kw)
+    kw.setdefault("num_candidates", len(REPLIES))
+    return RoundConfig(propose=ProposeConfig(harder_share=0.0), calibration=CalibrationConfig(samples=8), **kw)
 
 
 def test_stages_one_to_three_count_every_rule(sandbox):
@@ -39,6 +46,8 @@ def test_stages_one_to_three_count_every_rule(sandbox):
     assert dict(out.funnel.reasons) == {
         "parse:no_sections": 1, "nondeterministic:random": 1, "verify:weak_tests": 1,
         "verify:reference_failed": 1, "dedup:same_name": 2, "contaminated:docstring": 1}
+    assert set(out.seconds) == {"propose", "verify", "dedup"} and all(v >= 0 for v in out.seconds.values())
+    assert len(out.raw) == 10 and out.raw[4] == "no idea"
 
 
 def test_a_round_calibrates_new_and_old_problems_in_one_batch(sandbox):
@@ -59,6 +68,7 @@ def test_a_round_calibrates_new_and_old_problems_in_one_batch(sandbox):
     calib_calls = [c for c in model.calls if c["desc"] == "calibrate"]
     assert len(calib_calls) == 1 and len(calib_calls[0]["prompts"]) == 4 + 8 + 1
     assert calib_calls[0]["system_prompt"] == "SYS"
+    assert set(result.seconds) == {"propose", "verify", "dedup", "calibrate"}
 
 
 def test_the_type_cap_applies_to_accepted_problems(sandbox):
@@ -67,3 +77,11 @@ def test_the_type_cap_applies_to_accepted_problems(sandbox):
     counts = {t: sum(p.problem_type == t for p in result.accepted) for t in ("induction", "deduction", "abduction")}
     assert max(counts.values()) <= 0.34 * len(result.accepted) + 1e-9
     assert result.funnel.reasons.get("type_cap", 0) == result.funnel.steps["calibrated"] - len(result.accepted)
+
+
+def test_reserved_problems_are_never_admitted(sandbox):
+    reserved = [parse_proposal(LIBRARY[1].proposal())]  # e.g. the prompt-evolution held-out set
+    out = generate_candidates(ScriptedModel(proposals=REPLIES[:4]), sandbox, [], config(num_candidates=4),
+                              reserved=reserved)
+    assert sorted(p.entry_point for p in out.problems) == ["add_pairs", "digits_product", "second_largest"]
+    assert out.funnel.reasons == {"dedup:same_name": 1}

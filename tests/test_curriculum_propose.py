@@ -6,7 +6,7 @@ import pytest
 from curriculum_helpers import LIBRARY, ScriptedModel
 
 from laimark_pl.curriculum.parsing import parse_proposal
-from laimark_pl.curriculum.propose import DEFAULT_TOPICS, ProposeConfig, fresh_prompt, plan_requests, propose
+from laimark_pl.curriculum.propose import DEFAULT_TOPICS, ProposeConfig, plan_requests, propose
 
 
 def test_default_topics_cover_the_study_list():
@@ -51,13 +51,6 @@ def test_propose_is_one_batched_call_and_counts_parse_failures():
     assert (len(call["prompts"]), call["num_samples"], call["temperature"], call["seed"]) == (4, 1, 0.9, 7)
     assert all("FUNCTION" in p and "TESTS" in p and "SOLUTION" in p for p in call["prompts"])
     assert out.problems[0].topic in DEFAULT_TOPICS
-
-
-def test_a_copy_of_the_format_example_is_rejected():
-    example = fresh_prompt("strings", "easy").split("for a different, very easy exercise:")[1].split("Rules:")[0]
-    out = propose(ScriptedModel(proposals=[example, LIBRARY[0].proposal()]), 2, seed=0)
-    assert [p.entry_point for p in out.problems] == ["add_pairs"]
-    assert out.rejected == {"parse:copied_example": 1}
 
 
 def test_config_validation():

@@ -51,10 +51,13 @@ def test_interrupted_generate_resumes_without_redoing_or_losing_work(sandbox, tm
     assert [c["seed"] for c in resumed.calls] == [2]  # only round 3 was asked for, with its own seed
     assert funnel.steps["proposed"] == 6 and funnel.steps["written"] == 6
 
-    # a finished run does nothing when re-run
-    again = ScriptedModel(proposals=REPLIES)
+    # a finished run does nothing when re-run, and a larger count extends it
+    again = ScriptedModel(proposals=REPLIES[6:])
     generate_to_file(again, sandbox, out, count=6, config=ROUND, seed=0, progress=False)
     assert again.calls == [] and len(read_problems(out)) == 6
+    generate_to_file(again, sandbox, out, count=8, config=ROUND, seed=0, progress=False)
+    assert [p.entry_point for p in read_problems(out)] == [s.name for s in LIBRARY]
+    assert [c["seed"] for c in again.calls] == [3]
 
 
 def test_generate_stops_after_max_rounds_and_records_rejections(sandbox, tmp_path):
@@ -68,7 +71,7 @@ def test_generate_stops_after_max_rounds_and_records_rejections(sandbox, tmp_pat
 def test_pending_records_of_a_crash_between_state_and_output_are_flushed(sandbox, tmp_path):
     out = tmp_path / "gen.jsonl"
     problem = parse_proposal(LIBRARY[0].proposal())
-    settings = {"command": "generate", "count": 1, "seed": 0, "num_candidates": 2}
+    settings = {"command": "generate", "seed": 0, "num_candidates": 2}
     RunState(settings, units_done=1, pending=[problem.to_record()]).save(state_path(out))
     model = ScriptedModel(proposals=REPLIES)
     generate_to_file(model, sandbox, out, count=1, config=ROUND, seed=0, progress=False)
@@ -117,3 +120,19 @@ def test_calibrate_writes_only_the_window_and_remembers_the_rest(sandbox, tmp_pa
     again = ScriptedModel()
     calibrate_file(again, sandbox, src, out, CalibrationConfig(samples=8), progress=False)
     assert again.calls == []  # nothing left: rejected problems are not re-sampled either
+
+
+def test_calibrate_drops_evaluation_set_look_alikes_before_sampling(sandbox, tmp_path):
+    from curriculum_helpers import HUMANEVAL_RENAMED
+
+    from laimark_pl.curriculum.dedup import Decontaminator
+
+    src = tmp_path / "study.jsonl"
+    write_problems(src, [parse_proposal(LIBRARY[0].proposal()), parse_proposal(HUMANEVAL_RENAMED.proposal())])
+    out = tmp_path / "calibrated.jsonl"
+    model = ScriptedModel(default_p=0.5)
+    funnel = calibrate_file(model, sandbox, src, out, CalibrationConfig(samples=4, lo=0.0, hi=1.0),
+                            progress=False, decontaminator=Decontaminator())
+    assert [p.entry_point for p in read_problems(out)] == ["add_pairs"]
+    assert funnel.reasons == {"contaminated:docstring": 1}
+    assert len(model.calls) == 1 and len(model.calls[0]["prompts"]) == 1

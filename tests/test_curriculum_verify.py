@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from curriculum_helpers import FAILING_REFERENCE, LIBRARY, NONDETERMINISTIC, WEAK_TESTS, Spec
+from curriculum_helpers import FAILING_REFERENCE, LIBRARY, NONDETERMINISTIC, WEAK_TESTS, CountingSandbox, Spec
 
 from laimark_pl.curriculum.parsing import parse_proposal
 from laimark_pl.curriculum.verify import TRIVIAL_RETURNS, nondeterminism, trivial_programs, verify
 from laimark_pl.sandbox import create
-
-
-class CountingSandbox:
-    """The real sandbox, counting ``check`` calls (the stage must batch)."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-
-    def check(self, programs):
-        self.calls.append(len(programs))
-        return self.inner.check(programs)
 
 
 @pytest.fixture(scope="module")

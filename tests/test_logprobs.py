@@ -97,7 +97,7 @@ def test_completion_logprobs_gradients_match_naive(policy):
     naive, _ = naive_logprobs(policy.model, *args)
     expected = torch.autograd.grad(naive[mask].sum(), params)
     for got, want in zip(chunked, expected, strict=True):
-        assert torch.allclose(got, want, atol=1e-5)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_logprobs_match_the_sampling_distribution(policy):

@@ -62,6 +62,7 @@ def test_lora_wraps_the_target_modules(policy):
     assert any("q_proj" in n for n in trainable) and any("v_proj" in n for n in trainable)
     assert not any("k_proj" in n for n in trainable)
     assert policy.num_trainable() == sum(p.numel() for p in policy.trainable_parameters())
+    assert policy.model.training  # dropout active for the training forward
 
 
 def test_generate_text_shapes(policy):
@@ -184,7 +185,7 @@ def test_save_adapter_round_trips_through_peft(tmp_path, tiny_dir, policy):
         assert torch.equal(a, b), name
 
     frozen = load_policy(PolicyConfig(model=tiny_dir, adapter=str(path), trainable=False, device="cpu"))
-    assert frozen.num_trainable() == 0
+    assert frozen.num_trainable() == 0 and not frozen.model.training
     assert frozen.generate_text(["def f(x):"], max_new_tokens=8) == expected
     resumed = load_policy(PolicyConfig(model=tiny_dir, adapter=str(path), trainable=True, device="cpu"))
     assert resumed.num_trainable() == policy.num_trainable()

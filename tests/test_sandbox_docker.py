@@ -7,13 +7,15 @@ The hostile-program catalogue shared with the process backend lives in test_sand
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from laimark_pl.sandbox import Program, create
-from laimark_pl.sandbox.docker import DockerSandbox, SandboxUnavailableError, docker_client
+from laimark_pl.sandbox.docker import CONTAINER_LABEL, DockerSandbox, SandboxUnavailableError, docker_client
+from laimark_pl.sandbox.process import SandboxError
 
 TIMEOUT_S = 2.0
 DOUBLE = "def f(x):\n    return 2 * x\n"
@@ -133,6 +135,55 @@ def test_timeout_is_enforced_inside_the_container(sandbox):
 
 
 @pytest.mark.docker
+def test_timed_out_work_is_killed_inside_the_container(sandbox):
+    escapee = (
+        "import subprocess, sys\n"
+        "def f(x):\n"
+        "    for _ in range(3):\n"
+        "        subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+        "    while True:\n"
+        "        pass\n"
+    )
+    container = docker_client().containers.get(sandbox.container_id)
+    before = len(container.top()["Processes"])
+    assert before == 2 + sandbox.workers  # tini, the server, its workers
+    assert len(sandbox.worker_pids) == 1 + sandbox.workers
+    assert all(Path(f"/proc/{pid}").exists() for pid in sandbox.worker_pids)  # host pids
+    (verdict,) = sandbox.check([Program(escapee, "assert f(3) == 6")])
+    assert verdict.status == "timeout"
+    commands = [row[-1] for row in container.top()["Processes"]]
+    assert len(commands) == before and not any("sleep(600)" in c for c in commands), commands
+
+
+PLANT = """import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def f(x):
+    planted = [libc.shmget(0x4C41, 4096, 0o1600) >= 0, libc.semget(0x4C42, 1, 0o1600) >= 0,
+               libc.msgget(0x4C43, 0o1600) >= 0]
+    try:
+        open('/dev/mqueue/laimark-plant', 'w').close()
+        planted.append(True)
+    except OSError:
+        planted.append(False)
+    return planted
+"""
+FIND = """import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def f(x):
+    return [libc.shmget(0x4C41, 0, 0) >= 0, libc.semget(0x4C42, 0, 0) >= 0, libc.msgget(0x4C43, 0) >= 0,
+            os.path.exists('/dev/mqueue/laimark-plant')]
+"""
+
+
+@pytest.mark.docker
+def test_ipc_objects_do_not_persist_between_batches(sandbox):
+    (planted,) = sandbox.check([Program(PLANT, "assert f(0) == [True, True, True, True]")])
+    assert planted.passed, planted  # the plants really were made...
+    (found,) = sandbox.check([Program(FIND, "assert f(0) == [False, False, False, False]")])
+    assert found.passed, found  # ...and the next batch finds none of them
+
+
+@pytest.mark.docker
 @pytest.mark.parametrize(
     ("program", "needle"),
     [
@@ -224,7 +275,7 @@ def test_close_removes_the_container_and_is_idempotent():
     sb.close()
     sb.close()
     assert container_id not in {c.id for c in client.containers.list(all=True)}
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(SandboxError, match="closed"):
         sb.check([HONEST])
 
 
@@ -238,3 +289,13 @@ def test_no_engine_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
     with pytest.raises(SandboxUnavailableError, match="docker-setup.sh"):
         DockerSandbox(workers=1)
+
+
+@pytest.mark.docker
+def test_a_server_that_cannot_start_gives_a_clear_error_and_no_leftover():
+    client = docker_client()
+    ours = {"label": f"{CONTAINER_LABEL}.host_pid={os.getpid()}"}
+    before = {c.id for c in client.containers.list(all=True, filters=ours)}
+    with pytest.raises(SandboxUnavailableError, match="memory_mb must be >= 64"):
+        DockerSandbox(workers=1, memory_mb=32)  # the in-container pool refuses it
+    assert {c.id for c in client.containers.list(all=True, filters=ours)} <= before

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from laimark_pl.sandbox.image import (
     IMAGE_REPOSITORY,
+    PACKAGE_ROOT,
     PYTHON_LABEL,
     build_image,
     host_python,
@@ -46,7 +47,7 @@ def test_rootfs_holds_the_interpreter_its_libraries_and_the_server(rootfs):
     stdlib = str(python.stdlib).lstrip("/")
     for module in ("os.py", "json/__init__.py", "lib-dynload"):
         assert any(name.startswith(f"{stdlib}/{module}") for name in members), module
-    package = f"{stdlib}/site-packages/laimark_pl/sandbox"
+    package = f"{PACKAGE_ROOT.strip('/')}/laimark_pl/sandbox"
     assert f"{package}/server.py" in members and f"{package}/process.py" in members
     assert any(name.startswith(f"{package}/__pycache__/server.") for name in members)
     assert f"{package}/docker.py" not in members  # host-only modules stay out
@@ -55,8 +56,9 @@ def test_rootfs_holds_the_interpreter_its_libraries_and_the_server(rootfs):
 def test_rootfs_leaves_out_packages_tests_and_the_rest_of_the_host(rootfs):
     members, path, _ = rootfs
     stdlib = str(host_python().stdlib).lstrip("/")
-    site = [n for n in members if n.startswith(f"{stdlib}/site-packages/")]
-    assert site and all(n.startswith(f"{stdlib}/site-packages/laimark_pl") for n in site)
+    assert not any(n.startswith(f"{stdlib}/site-packages/") for n in members)
+    ours = [n for n in members if n.startswith(PACKAGE_ROOT.strip("/") + "/")]
+    assert ours and all("/laimark_pl/" in n or n.endswith("/laimark_pl") for n in ours)
     for excluded in ("test", "idlelib", "ensurepip", "tkinter"):
         assert f"{stdlib}/{excluded}" not in members
     assert not any(n.endswith(".opt-1.pyc") for n in members)
@@ -108,7 +110,7 @@ def test_image_python_runs_the_stdlib_as_nobody_offline():
     tag = build_image(client, progress=False)
     script = (
         "import ctypes, sys, os, ssl, sqlite3, zlib, lzma, bz2, decimal, hashlib, uuid, json, socket, select\n"
-        "import laimark_pl.sandbox.server\n"
+        f"sys.path.insert(0, {PACKAGE_ROOT!r})\nimport laimark_pl.sandbox.server\n"
         "try:\n    open(sys.executable, 'rb')\n    readable = 1\nexcept PermissionError:\n    readable = 0\n"
         "print(os.getuid(), readable, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))\n"
     )

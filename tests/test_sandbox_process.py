@@ -288,3 +288,39 @@ def test_concurrent_sandboxes_do_not_kill_each_others_executions():
         assert a.check([sleeper])[0].status == "timeout"  # a kills everything of *its* uid
         thread.join()
         assert result["b"].passed, result["b"]
+
+
+def test_forked_copy_neither_uses_nor_closes_the_parents_workers(sandbox):
+    pid = os.fork()
+    if pid == 0:  # e.g. a data-loader worker forked from a training process holding a sandbox
+        code = 0
+        try:
+            sandbox.check([Program(DOUBLE, "assert f(1) == 2")])
+            code = 1
+        except RuntimeError:
+            sandbox.close()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert check_one(sandbox, DOUBLE).passed
+
+
+def test_many_memory_hogs_together_stay_within_the_workers_cgroup():
+    bomb = ("import os, time\ndef f(x):\n    for _ in range(24):\n        if os.fork() == 0:\n"
+            "            keep = []\n            try:\n                while True:\n"
+            "                    keep.append(bytearray(10 ** 7))\n            except MemoryError:\n"
+            "                time.sleep(30)\n    time.sleep(30)\n")
+    with ProcessSandbox(workers=1, timeout_s=2.0, memory_mb=128) as sb:
+        if any("memory cgroup" in d for d in sb.degraded) or os.geteuid() != 0:
+            pytest.skip("no memory cgroup here")
+        with open(f"/proc/{sb.worker_pids[0]}/cgroup") as fh:
+            line = next(entry for entry in fh.read().splitlines() if ":memory:" in entry or entry.startswith("0::"))
+        path = line.split(":", 2)[2]
+        group = f"/sys/fs/cgroup/memory{path}" if ":memory:" in line else f"/sys/fs/cgroup{path}"
+        verdict = sb.check([Program(bomb, "assert f(1) == 2")])[0]
+        assert not verdict.passed
+        peak_file = "memory.max_usage_in_bytes" if ":memory:" in line else "memory.peak"
+        limit_file = "memory.limit_in_bytes" if ":memory:" in line else "memory.max"
+        with open(f"{group}/{peak_file}") as peak, open(f"{group}/{limit_file}") as limit:
+            assert int(peak.read()) <= int(limit.read()) <= (2 * 128 + 64 + 64) << 20  # not 24 x 128 MB
+        assert sb.check([Program(DOUBLE, "assert f(2) == 4")])[0].passed

@@ -19,6 +19,7 @@ from laimark_pl.sandbox.server import (
     recv_frame,
     send_frame,
     serve,
+    sweep,
 )
 from laimark_pl.sandbox.types import Program, program_to_dict, verdict_from_dict
 
@@ -156,3 +157,21 @@ def test_make_non_dumpable_clears_the_dumpable_flag():
     before, ok, after = queue.get(timeout=10)
     process.join(timeout=10)
     assert (before, ok, after) == (1, True, 0)
+
+
+def test_sweep_empties_worker_dirs_and_removes_everything_else(tmp_path):
+    tmp, shm = tmp_path / "tmp", tmp_path / "shm"
+    worker = tmp / "laimark-sandbox-0-abc123"
+    (worker / "nested").mkdir(parents=True)
+    (worker / "nested" / "planted.txt").write_text("x")
+    locked = tmp / "locked"
+    (locked / "inner").mkdir(parents=True)
+    (locked / "inner" / "f").write_text("x")
+    (locked / "inner").chmod(0)
+    (tmp / "link").symlink_to("/etc/passwd")
+    shm.mkdir()
+    (shm / "segment").write_bytes(b"\0" * 10)
+    problems = sweep(set(), roots=[str(tmp), str(shm), str(tmp_path / "missing")])
+    assert problems == []
+    assert sorted(p.name for p in tmp.iterdir()) == [worker.name]
+    assert list(worker.iterdir()) == [] and list(shm.iterdir()) == []

@@ -6,6 +6,8 @@ import json
 import math
 import os
 from collections import Counter, OrderedDict, defaultdict
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -30,12 +32,20 @@ def roundtrip(value):
 @pytest.mark.parametrize("value", [
     None, True, 0, -7, 2**200, -(2**70), 1.5, -0.0, math.inf, "text \udcff", b"\x00\xff", 3 + 4j,
     [1, [2, (3, {4: {"k": frozenset({5})}})]], (), {(1, 2): [None]}, {1, "a", (2,)},
+    Fraction(1, 3), Decimal("-1.10"),
 ])
 def test_plain_values_roundtrip_with_exact_types(value):
     back = roundtrip(value)
     assert back == value and type(back) is type(value)
     if isinstance(value, float) and value == 0:
         assert math.copysign(1, back) == -1
+
+
+def test_numpy_scalars_become_builtins_but_arrays_do_not():
+    np = pytest.importorskip("numpy")
+    assert type(roundtrip(np.int64(5))) is int and roundtrip(np.float32(0.5)) == 0.5
+    assert roundtrip([np.bool_(True)]) == [True]
+    assert isinstance(decode_value(encode_result(np.array([1, 2]))), Unplain)
 
 
 def test_nan_roundtrips():

@@ -36,13 +36,13 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from laimark_pl.curriculum.calibrate import CalibrationConfig, pass_rate_histogram
+from laimark_pl.curriculum.calibrate import Calibration, CalibrationConfig, pass_rate_histogram
 from laimark_pl.curriculum.dedup import Decontaminator
 from laimark_pl.curriculum.pipeline import RoundConfig, run_round
 from laimark_pl.curriculum.propose import DEFAULT_DIFFICULTIES, DEFAULT_TOPICS, ProposeConfig
 from laimark_pl.curriculum.task_types import cap_type_mix, type_mix
 from laimark_pl.generation import TextGenerator
-from laimark_pl.problems import Problem, problem_from_record
+from laimark_pl.problems import Problem, problem_from_record, read_problems
 
 PREFIX = "curriculum/"
 HISTOGRAM_BINS = 5
@@ -52,7 +52,8 @@ class CurriculumRefresh(pl.Callback):
     """Refresh ``trainer.datamodule.pool`` with problems the current policy writes and can learn from.
 
     Needs a module with ``.policy`` (a `TextGenerator`), ``.system_prompt`` and ``.sandbox``
-    (`GRPOModule` has them) and a datamodule with ``.pool`` and ``.set_pool`` (`CurriculumDataModule`).
+    (`GRPOModule` has them) and a datamodule with ``.pool`` and ``.set_pool`` (`CurriculumDataModule`);
+    a datamodule restricted to some ``problem_types`` only receives problems of those types.
 
     Args:
         every_n_epochs: refresh after every N-th training epoch (0: only the fit-start bootstrap).
@@ -75,6 +76,8 @@ class CurriculumRefresh(pl.Callback):
         bootstrap: at fit start, refresh once if the pool is empty (a run may start from nothing).
         seed: base seed (refresh ``n`` uses ``seed + n``).
         output_dir: where refresh files go (default ``<default_root_dir>/curriculum``).
+        reserved: JSONL of problems never to admit (the ``PromptEvolution`` held-out set): new
+            candidates that duplicate them are rejected like duplicates of the pool.
         generator: write and calibrate with this model instead of ``pl_module.policy`` (the
             study used a separate deployment model; the default, the policy, is what it should
             have done).
@@ -102,6 +105,7 @@ class CurriculumRefresh(pl.Callback):
         bootstrap: bool = True,
         seed: int = 0,
         output_dir: str | None = None,
+        reserved: str | None = None,
         generator: TextGenerator | None = None,
     ) -> None:
         if every_n_epochs < 0:
@@ -124,6 +128,7 @@ class CurriculumRefresh(pl.Callback):
         self.bootstrap = bootstrap
         self.seed = seed
         self.output_dir = output_dir
+        self.reserved: list[Problem] = read_problems(reserved) if reserved else []
         self.generator = generator
         self.refreshes = 0
         self.history: list[dict[str, Any]] = []
@@ -183,34 +188,23 @@ class CurriculumRefresh(pl.Callback):
                 result, old = run_round(
                     generator, sandbox, pool, self.round_config,
                     system_prompt=getattr(pl_module, "system_prompt", None), seed=self.seed + self.refreshes,
-                    decontaminator=self._decontaminator, recalibrate=pool if self.recalibrate_pool else ())
+                    decontaminator=self._decontaminator, recalibrate=pool if self.recalibrate_pool else (),
+                    reserved=self.reserved)
+            allowed = getattr(_datamodule(trainer), "problem_types", None)
+            accepted = [p for p in result.accepted if not allowed or p.problem_type in allowed]
             metrics.update(result.funnel.as_metrics(PREFIX))
             metrics.update({f"{PREFIX}seconds/{k}": v for k, v in result.seconds.items()})
             files = {"funnel": result.funnel.to_dict(), "seconds": result.seconds,
-                     "accepted": [_row(p) for p in result.accepted],
+                     "accepted": [_row(p) for p in accepted],
                      "rates": result.calibration.pass_rates}
-            if not result.accepted:
+            if not accepted:
                 raise RefreshFailed("nothing accepted: " + _top_reasons(result.funnel.reasons))
-            kept = old.result.kept if self.recalibrate_pool else pool
-            retired = old.result.counts
-            merged = cap_type_mix(list(kept) + list(result.accepted), self.round_config.max_type_share)
-            if self.max_pool_size is not None and len(merged) > self.max_pool_size:
-                merged = sorted(merged, key=_informativeness)[: self.max_pool_size]
-            new_pool = merged
-            in_pool = {p.uid for p in new_pool}
-            metrics.update({
-                f"{PREFIX}pool_size": len(new_pool), f"{PREFIX}previous_pool_size": len(pool),
-                f"{PREFIX}kept": sum(p.uid in in_pool for p in kept),
-                f"{PREFIX}added": sum(p.uid in in_pool for p in result.accepted),
-                f"{PREFIX}retired_mastered": retired.get("calibrate:too_easy", 0),
-                f"{PREFIX}retired_too_hard": retired.get("calibrate:too_hard", 0),
-            })
-            metrics.update({f"{PREFIX}type_share/{t}": s for t, s in type_mix(new_pool).items()})
+            new_pool = self._merge(pool, old, accepted, metrics)
             metrics.update({f"{PREFIX}pass_rate_hist/bin{i}": n for i, n in
                             enumerate(pass_rate_histogram(result.calibration.pass_rates, HISTOGRAM_BINS))})
             metrics[f"{PREFIX}refresh_failed"] = 0.0
-            record.update(status="ok", pool_size=len(new_pool), accepted=len(result.accepted))
-            rank_zero_info(f"curriculum refresh {self.refreshes} ({trigger}): {len(result.accepted)} accepted, "
+            record.update(status="ok", pool_size=len(new_pool), accepted=len(accepted))
+            rank_zero_info(f"curriculum refresh {self.refreshes} ({trigger}): {len(accepted)} accepted, "
                            f"pool {len(pool)} -> {len(new_pool)}")
         except Exception as exc:  # a failed refresh must never stop training
             why = str(exc) if isinstance(exc, RefreshFailed) else f"{type(exc).__name__}: {exc}"
@@ -227,6 +221,25 @@ class CurriculumRefresh(pl.Callback):
         publish_metrics(trainer, metrics)
         self._write_files(trainer, record, files)
         return {"pool": [p.to_record() for p in new_pool] if new_pool is not None else None}
+
+    def _merge(self, pool: list[Problem], recalibrated: Calibration, accepted: list[Problem],
+               metrics: dict[str, float]) -> list[Problem]:
+        """Pool problems still in the window + the accepted ones, type mix capped, size capped."""
+        kept = recalibrated.result.kept if self.recalibrate_pool else pool
+        retired = recalibrated.result.counts
+        merged = cap_type_mix(list(kept) + accepted, self.round_config.max_type_share)
+        if self.max_pool_size is not None and len(merged) > self.max_pool_size:
+            merged = sorted(merged, key=_informativeness)[: self.max_pool_size]
+        in_pool = {p.uid for p in merged}
+        metrics.update({
+            f"{PREFIX}pool_size": len(merged), f"{PREFIX}previous_pool_size": len(pool),
+            f"{PREFIX}kept": sum(p.uid in in_pool for p in kept),
+            f"{PREFIX}added": sum(p.uid in in_pool for p in accepted),
+            f"{PREFIX}retired_mastered": retired.get("calibrate:too_easy", 0),
+            f"{PREFIX}retired_too_hard": retired.get("calibrate:too_hard", 0),
+        })
+        metrics.update({f"{PREFIX}type_share/{t}": s for t, s in type_mix(merged).items()})
+        return merged
 
     def _write_files(self, trainer: pl.Trainer, record: dict[str, Any], files: dict[str, Any]) -> None:
         base = Path(self.output_dir or Path(trainer.default_root_dir) / "curriculum") / f"refresh_{self.refreshes:03d}"

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 from laimark_pl.curriculum.funnel import StageResult
 from laimark_pl.generation import TextGenerator
-from laimark_pl.problems import AnswerFormatError, Problem
-from laimark_pl.prompts import AnswerMode, extract_answer, user_prompt
-from laimark_pl.sandbox.types import Program, Sandbox
+from laimark_pl.modules.rewards import judge_completions
+from laimark_pl.problems import Problem
+from laimark_pl.prompts import AnswerMode, user_prompt
+from laimark_pl.sandbox.types import Sandbox
 
 
 @dataclass
@@ -99,19 +100,12 @@ def measure_pass_rates(
         [user_prompt(p, config.answer_mode) for p in problems], num_samples=config.samples,
         temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
         system_prompt=system_prompt, seed=seed, desc="calibrate")
-    programs: list[Program] = []
-    owners: list[int] = []
-    for i, (problem, samples) in enumerate(zip(problems, completions, strict=True)):
-        for text in samples:
-            try:
-                programs.append(problem.check_program(extract_answer(problem, text)))
-            except AnswerFormatError:
-                continue
-            owners.append(i)
-    verdicts = sandbox.check(programs) if programs else []
+    owners = [i for i, samples in enumerate(completions) for _ in samples]
+    verdicts = judge_completions([problems[i] for i in owners], [t for samples in completions for t in samples],
+                                 sandbox)
     passed = [0] * len(problems)
     for owner, verdict in zip(owners, verdicts, strict=True):
-        passed[owner] += int(verdict.passed)
+        passed[owner] += int(verdict is not None and verdict.passed)
     return [passed[i] / max(len(completions[i]), 1) for i in range(len(problems))]
 
 

@@ -105,13 +105,16 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
                                                  help="System message; 'operational' uses the study's prompt, "
                                                  "@FILE reads it from a file."),
         batch: int = typer.Option(16, "--batch", min=1, help="Problems per generation/sandbox batch."),
+        decontaminate: bool = typer.Option(True, "--decontaminate/--no-decontaminate",
+                                           help="Drop input problems close to HumanEval before sampling."),
         seed: int = typer.Option(0, "--seed", help="Sampling seed."),
         backend: str = typer.Option("process", "--backend", help="Sandbox backend: process or docker."),
         timeout_s: float = typer.Option(5.0, "--timeout", min=0.1, help="Per-program time limit (seconds)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:
-        """Stage 4: keep the problems whose pass rate under the model lies in [lo, hi]."""
+        """Stage 4: keep the problems whose pass rate under the model lies between --lo and --hi."""
         from laimark_pl.curriculum.calibrate import CalibrationConfig
+        from laimark_pl.curriculum.dedup import Decontaminator
         from laimark_pl.curriculum.resumable import StateMismatchError, calibrate_file
         from laimark_pl.sandbox import create
 
@@ -126,7 +129,8 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         try:
             with create(backend, timeout_s=timeout_s) as sandbox:
                 funnel = calibrate_file(generator, sandbox, problems, out, config, batch_size=batch,
-                                        system_prompt=_system_prompt(system_prompt), seed=seed, progress=progress)
+                                        system_prompt=_system_prompt(system_prompt), seed=seed, progress=progress,
+                                        decontaminator=Decontaminator() if decontaminate else None)
         except StateMismatchError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from exc
         except ProblemFileError as exc:

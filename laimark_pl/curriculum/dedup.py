@@ -210,15 +210,7 @@ class Deduplicator:
 
     def filter(self, problems: Iterable[Problem]) -> StageResult:
         """Keep the first of every group of duplicates (the pool counts as earlier)."""
-        result = StageResult()
-        for problem in problems:
-            why = self.reason(problem)
-            if why:
-                result.rejected[problem.uid] = why
-            else:
-                result.kept.append(problem)
-                self.add(problem)
-        return result
+        return StageResult.partition(problems, self.reason, on_keep=self.add)
 
 
 # ----------------------------------------------------------------------------- decontamination
@@ -338,13 +330,11 @@ class Decontaminator:
                 return "contaminated:examples", self.refs[i].name
         return None
 
+    def reason(self, problem: Problem) -> str | None:
+        """``contaminated:docstring`` / ``contaminated:examples``, or None for a clean problem."""
+        hit = self.match(problem)
+        return hit[0] if hit else None
+
     def filter(self, problems: Iterable[Problem]) -> StageResult:
         """Keep the candidates that match no evaluation problem."""
-        result = StageResult()
-        for problem in problems:
-            hit = self.match(problem)
-            if hit:
-                result.rejected[problem.uid] = hit[0]
-            else:
-                result.kept.append(problem)
-        return result
+        return StageResult.partition(problems, self.reason)

@@ -10,16 +10,18 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from laimark_pl.problems import Problem
 
-#: Funnel steps in order. ``derived`` counts the deduction/abduction tasks made from the
-#: decontaminated problems; ``calibrated`` (inside the learnability window) and ``accepted``
-#: (after the type-mix cap) count problems of every type.
-STEPS: tuple[str, ...] = ("proposed", "parsed", "verified", "unique", "decontaminated", "derived", "calibrated",
-                          "accepted")
+#: Funnel steps in order. ``input`` counts the problems of a file to calibrate; ``derived`` the
+#: deduction/abduction tasks made from the decontaminated problems; ``calibrated`` (inside the
+#: learnability window) and ``accepted`` (after the type-mix cap) count problems of every type;
+#: ``written`` what a command appended to its output file.
+STEPS: tuple[str, ...] = ("input", "proposed", "parsed", "verified", "unique", "decontaminated", "derived",
+                          "calibrated", "accepted", "written")
 
 
 @dataclass
@@ -33,6 +35,22 @@ class StageResult:
     def counts(self) -> Counter:
         """Dropped problems per reason."""
         return Counter(self.rejected.values())
+
+    @classmethod
+    def partition(cls, problems: Iterable[Problem], reason: Callable[[Problem], str | None],
+                  on_keep: Callable[[Problem], None] | None = None) -> StageResult:
+        """Drop every problem for which ``reason`` names one; ``on_keep`` sees each kept problem
+        before the next is judged (so a filter can compare later problems with earlier ones)."""
+        result = cls()
+        for problem in problems:
+            why = reason(problem)
+            if why:
+                result.rejected[problem.uid] = why
+            else:
+                result.kept.append(problem)
+                if on_keep is not None:
+                    on_keep(problem)
+        return result
 
 
 @dataclass

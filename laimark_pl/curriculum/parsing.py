@@ -108,11 +108,42 @@ def _parse(text: str, source: str, topic: str | None, difficulty: str | None, se
         raise ParseError("no_solution", f"{entry_point}() has no implementation")
     if prompt is None:
         prompt = function_stub(solution, entry_point)
+    if prompt is None and "FUNCTION" in sections:
+        prompt = documented_signature(solution_tree, solution, defs[-1], prose(sections["FUNCTION"]))
     if prompt is None:
         raise ParseError("no_docstring", f"neither FUNCTION nor SOLUTION documents {entry_point}()")
     return Problem(prompt=prompt, tests="\n".join(asserts), solution=solution.rstrip() + "\n",
                    entry_point=entry_point, source=source, topic=topic, difficulty=difficulty,
                    seed_id=seed_id)
+
+
+def prose(section: str) -> str:
+    """The words of a section outside its code blocks, markdown removed, as one paragraph."""
+    text = re.sub(r"```.*?(```|$)", " ", section, flags=re.DOTALL)
+    text = re.sub(r"[*_`#>]+|^\s*[-+]\s+|^\s*\d+[.)]\s+", " ", text, flags=re.MULTILINE)
+    text = re.sub(r"^\s*(description|explanation)\s*:\s*", "", " ".join(text.split()), flags=re.IGNORECASE)
+    return text.strip()
+
+
+def documented_signature(tree: ast.Module, source: str, node: ast.FunctionDef | ast.AsyncFunctionDef,
+                         description: str) -> str | None:
+    """The solution's imports and ``def`` line(s) with ``description`` as the docstring (for a model
+    that described the function in prose instead of writing a docstring); None for too little prose."""
+    if len(description.split()) < 4 or len(description) > 1500 or node.body[0].lineno == node.lineno:
+        return None
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    header = "\n".join(source.splitlines()[first - 1:node.body[0].lineno - 1])
+    indent = " " * (node.col_offset + 4)
+    text = description.replace('"""', "'''").replace("\\", "\\\\")
+    doc = textwrap.fill(text, width=96, initial_indent=indent, subsequent_indent=indent)
+    return _with_imports(tree, source, f'{header}\n{indent}"""\n{doc}\n{indent}"""')
+
+
+def _with_imports(tree: ast.Module, source: str, stub: str) -> str:
+    """``stub`` preceded by the module-level imports of ``source`` (the statement keeps its imports)."""
+    imports = [ast.get_source_segment(source, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    head = "\n".join(i for i in imports if i)
+    return f"{head}\n\n\n{stub}" if head else stub
 
 
 def _is_placeholder(stmt: ast.stmt) -> bool:
@@ -266,7 +297,6 @@ def function_stub(code: str, entry_point: str) -> str | None:
     if tree is None:
         return None
     src_lines = source.splitlines()
-    imports = [ast.get_source_segment(source, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point:
             doc = node.body[0] if node.body else None
@@ -274,7 +304,5 @@ def function_stub(code: str, entry_point: str) -> str | None:
                     and isinstance(doc.value.value, str) and doc.value.value.strip()):
                 return None
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            stub = "\n".join(src_lines[first - 1:doc.end_lineno])
-            head = "\n".join(i for i in imports if i)
-            return f"{head}\n\n\n{stub}" if head else stub
+            return _with_imports(tree, source, "\n".join(src_lines[first - 1:doc.end_lineno]))
     return None

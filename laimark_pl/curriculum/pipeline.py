@@ -91,9 +91,11 @@ def generate_candidates(
     config: RoundConfig,
     seed: int | None = None,
     decontaminator: Decontaminator | None = None,
+    reserved: Sequence[Problem] = (),
 ) -> Candidates:
-    """Stages 1-3: propose ``config.num_candidates``, verify, drop duplicates of ``pool`` and of
-    each other, and drop evaluation-set look-alikes."""
+    """Stages 1-3: propose ``config.num_candidates``, verify, drop duplicates of ``pool`` (and of
+    ``reserved`` problems, a held-out set say) and of each other, and drop evaluation-set
+    look-alikes."""
     funnel, seconds = Funnel(), {}
     funnel.add("proposed", config.num_candidates)
     with _timed(seconds, "propose"):
@@ -104,7 +106,7 @@ def generate_candidates(
         verified = verify(proposals.problems, sandbox, runs=config.verify_runs)
     funnel.record("verified", verified)
     with _timed(seconds, "dedup"):
-        unique = Deduplicator(pool, threshold=config.dedup_threshold).filter(verified.kept)
+        unique = Deduplicator(list(pool) + list(reserved), threshold=config.dedup_threshold).filter(verified.kept)
         funnel.record("unique", unique)
         rejected = {**verified.rejected, **unique.rejected}
         kept = unique.kept
@@ -125,6 +127,7 @@ def run_round(
     seed: int | None = None,
     decontaminator: Decontaminator | None = None,
     recalibrate: Sequence[Problem] = (),
+    reserved: Sequence[Problem] = (),
 ) -> tuple[RoundResult, Calibration]:
     """Stages 1-5. ``recalibrate`` problems (the current pool, say) are calibrated in the same
     batched call; their calibration comes back separately, as the second value.
@@ -132,7 +135,7 @@ def run_round(
     ``system_prompt`` is the policy's training system prompt, used when calibrating (the pass rate
     must be measured the way the policy is trained and evaluated).
     """
-    candidates = generate_candidates(generator, sandbox, pool, config, seed, decontaminator)
+    candidates = generate_candidates(generator, sandbox, pool, config, seed, decontaminator, reserved)
     funnel = candidates.funnel
     new = list(candidates.problems)
     if config.derive_types:

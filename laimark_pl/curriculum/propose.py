@@ -35,42 +35,34 @@ PROPOSER_SYSTEM_PROMPT = (
     "exercises with correct reference solutions and thorough tests."
 )
 
-#: The worked example shown in every request (small models follow a concrete example far better
-#: than a template); a proposal that just copies it is rejected as ``parse:copied_example``.
-EXAMPLE_ENTRY_POINT = "count_vowels"
-
-_FORMAT = """Reply with exactly three sections, FUNCTION, TESTS and SOLUTION, in this order. This is \
-the format, shown for a different, very easy exercise:
+_FORMAT = """Reply with exactly three sections, in this order:
 
 FUNCTION:
 ```python
-def count_vowels(text: str) -> int:
-    \"\"\"Count the vowels (a, e, i, o, u, in either case) in text.
+def function_name(arguments):
+    \"\"\"What the function returns, in one paragraph.
 
-    >>> count_vowels("Hello")
-    2
+    >>> function_name(example_arguments)
+    expected_result
     \"\"\"
 ```
 
 TESTS:
 ```python
-assert count_vowels("Hello") == 2
-assert count_vowels("") == 0
-assert count_vowels("AEIOU xyz") == 5
+assert function_name(...) == ...
 ```
 
 SOLUTION:
 ```python
-def count_vowels(text: str) -> int:
-    return sum(1 for ch in text.lower() if ch in "aeiou")
+def function_name(arguments):
+    # a correct reference implementation
 ```
 
-Rules: FUNCTION is the signature and a docstring (what the function returns, with an example) and no body. \
-TESTS has at least {min_asserts} `assert` lines that call the function with concrete arguments and compare \
-with the exact expected value; cover ordinary inputs and edge cases, and make sure every expected value is \
-right. SOLUTION is a correct implementation with the same name and signature. Give the function a new, \
-descriptive name. Use only the Python standard library. The function must be deterministic: no randomness, \
-no current date or time, no input/output, files or network."""
+Rules: FUNCTION is only the signature and the docstring, no body. TESTS has at least {min_asserts} \
+`assert` lines that call the function with concrete arguments and compare with the exact expected value; \
+cover ordinary inputs and edge cases, and make sure every expected value is right. SOLUTION implements \
+the same function. Give the function a descriptive name. Use only the Python standard library. The function \
+must be deterministic: no randomness, no current date or time, no input/output, files or network."""
 
 
 @dataclass
@@ -167,15 +159,11 @@ def parse_replies(requests: Sequence[ProposalRequest], replies: Sequence[str], m
     out = Proposals(raw=list(replies))
     for request, reply in zip(requests, replies, strict=True):
         try:
-            problem = parse_proposal(reply, source=request.source, topic=request.topic,
-                                     difficulty=request.difficulty, seed_id=request.seed_id, min_asserts=min_asserts)
+            out.problems.append(parse_proposal(reply, source=request.source, topic=request.topic,
+                                               difficulty=request.difficulty, seed_id=request.seed_id,
+                                               min_asserts=min_asserts))
         except ParseError as exc:
             out.rejected[f"parse:{exc.reason}"] += 1
-            continue
-        if problem.entry_point == EXAMPLE_ENTRY_POINT:
-            out.rejected["parse:copied_example"] += 1
-        else:
-            out.problems.append(problem)
     return out
 
 

@@ -127,13 +127,14 @@ def generate_to_file(
 
     ``pool`` (an existing curriculum) and the problems already in ``out`` count for
     deduplication and as parents of harder variants. Round ``r`` is proposed with seed
-    ``seed + r``, so a resumed run asks what the uninterrupted one would have asked.
+    ``seed + r``, so a resumed run asks what the uninterrupted one would have asked. Re-running
+    with a larger ``count`` extends a finished file.
     """
     config = config or RoundConfig()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     spath = state_path(out)
-    settings = {"command": "generate", "count": count, "seed": seed, "num_candidates": config.num_candidates}
+    settings = {"command": "generate", "seed": seed, "num_candidates": config.num_candidates}
     state = RunState.load_or_new(spath, settings)
     done = _existing(out)
     written = {p.uid for p in done}
@@ -171,13 +172,16 @@ def calibrate_file(
     system_prompt: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    decontaminator: Decontaminator | None = None,
 ) -> Funnel:
     """Calibrate every problem of ``problems_path`` (ours or the original study's format) in
     chunks of ``batch_size`` (one generation + one sandbox call each); append the ones inside
     the window to ``out`` with ``pass_rate``, ``samples`` and ``learnability_zone``. Resumable.
 
-    A chunk's sampling seed derives from ``seed`` and its problems, so a resumed run samples what
-    the uninterrupted one would have.
+    With a ``decontaminator``, inputs close to the evaluation set are dropped before sampling
+    (the study's shipped curriculum holds renamed HumanEval problems). A chunk's sampling seed
+    derives from ``seed`` and its problems, so a resumed run samples what the uninterrupted one
+    would have.
     """
     config = config or CalibrationConfig()
     if batch_size < 1:
@@ -188,7 +192,8 @@ def calibrate_file(
     spath = state_path(out)
     settings = {"command": "calibrate", "problems": str(Path(problems_path).resolve()), "samples": config.samples,
                 "lo": config.lo, "hi": config.hi, "temperature": config.temperature, "seed": seed,
-                "answer_mode": config.answer_mode, "system_prompt": system_prompt}
+                "answer_mode": config.answer_mode, "system_prompt": system_prompt,
+                "decontaminate": decontaminator is not None}
     state = RunState.load_or_new(spath, settings)
     written = {p.uid for p in _existing(out)}
     _flush_pending(state, spath, out, written)
@@ -196,6 +201,12 @@ def calibrate_file(
     todo = [p for p in unique if p.uid not in state.outcomes]
     if "input" not in state.funnel.steps:
         state.funnel.add("input", len(unique))
+    if decontaminator is not None and todo:
+        clean = decontaminator.filter(todo)
+        state.outcomes.update({uid: {"pass_rate": None, "outcome": why} for uid, why in clean.rejected.items()})
+        state.funnel.reasons.update(clean.counts)
+        state.save(spath)
+        todo = clean.kept
     bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc="calibrate", unit="problem",
                disable=not progress)
     try:

@@ -78,6 +78,8 @@ class CurriculumDataModule(L.LightningDataModule):
             if ptype not in PROBLEM_TYPES:
                 raise ValueError(f"problem_types: unknown type {ptype!r} (choose from {PROBLEM_TYPES})")
         self.path = str(path) if path else str(builtin_curriculum_path())
+        if not Path(self.path).is_file():
+            raise FileNotFoundError(f"data.path: curriculum file not found: {self.path}")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.problem_types = problem_types

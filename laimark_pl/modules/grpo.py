@@ -15,6 +15,14 @@ trainable (LoRA) weights and the optimizer state; the base model is reloaded fro
 ``policy.model``. At the end of ``fit`` the adapter is written in peft format to
 ``<default_root_dir>/adapter``.
 
+Logged every training step (set the trainer's ``log_every_n_steps: 1`` to see each one):
+``train/reward_mean``, ``train/reward_std``, ``train/zero_variance_group_share``,
+``train/pass_rate/<problem type>`` (share of completions with reward >= 1),
+``train/completion_length_mean|max``, ``train/truncated_share``, ``train/kl``,
+``train/clip_ratio_low|high|region``, ``train/entropy``, ``train/loss``, ``train/grad_norm``,
+``train/lr``, ``train/trained_completions`` (after dynamic sampling),
+``time/generation_s|sandbox_s|training_s`` and ``train/generated_tokens_per_s``.
+
 Example (YAML for ``laimark fit``)::
 
     model:
@@ -25,6 +33,7 @@ Example (YAML for ``laimark fit``)::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -225,9 +234,16 @@ class GRPOModule(L.LightningModule):
         eval: EvalConfig = EvalConfig(),
     ):
         super().__init__()
+        policy, sampling = _config(PolicyConfig, policy), _config(SamplingConfig, sampling)
+        grpo, optim = _config(GRPOConfig, grpo), _config(OptimConfig, optim)
+        sandbox, eval = _config(SandboxConfig, sandbox), _config(EvalConfig, eval)
         if answer_mode not in ("full", "body"):
             raise ValueError(f"answer_mode must be 'full' or 'body', got {answer_mode!r}")
-        self.save_hyperparameters(ignore=["reward"])
+        # plain values: loggers flatten them (policy/model, grpo/beta, ...) and weights-only loading reads them
+        self.save_hyperparameters(_plain({
+            "policy": policy, "sampling": sampling, "grpo": grpo, "optim": optim, "sandbox": sandbox,
+            "system_prompt": system_prompt, "answer_mode": answer_mode, "eval": eval,
+        }))
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints carry only the adapter
         self.policy_config = policy
@@ -296,6 +312,10 @@ class GRPOModule(L.LightningModule):
         """Keep only trainable (adapter) weights; the frozen base is reloaded from the hub/disk."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Load the base model first, so ``GRPOModule.load_from_checkpoint`` restores the adapter."""
+        self.configure_model()
 
     @rank_zero_only
     def on_train_end(self) -> None:
@@ -477,3 +497,19 @@ def _micro_batch(rollout: Rollout, mask: Tensor, rows: slice, device: torch.devi
         "completion_mask": completion_mask.to(device),
         "loss_mask": mask[rows, :width].to(device),
     }
+
+
+def _config(cls: type, value: Any) -> Any:
+    """Accept a config dataclass or its dict form (as stored in checkpoints)."""
+    return cls(**value) if isinstance(value, dict) else value
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses -> dicts and tuples -> lists, recursively (weights-only-loadable values)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -217,6 +217,7 @@ def load_policy(config: PolicyConfig, device: str | torch.device | None = None) 
                 param.requires_grad_(False)
     if target.type != "cuda":
         model.to(target)
+    model.train(config.trainable)  # from_pretrained returns eval mode: LoRA dropout and checkpointing need train
     return Policy(model, tokenizer, config)
 
 

@@ -58,6 +58,8 @@ def register_command(
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message the adapter "
                                              "was trained with ('operational' for the study's prompt)."),
     dtype: str = typer.Option("auto", "--dtype", help="Weight dtype for evaluation and serving."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Load the base in 4 bits (QLoRA, CUDA) "
+                                      "for evaluation and serving."),
     description: str | None = typer.Option(None, "--description", help="Version description."),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="Experiment of the registration run."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
@@ -82,7 +84,7 @@ def register_command(
     if system_prompt == "operational":
         system_prompt = OPERATIONAL_SYSTEM_PROMPT
     config = ModelConfig(base_model=base_model, system_prompt=system_prompt, answer_mode=mode,
-                         max_new_tokens=max_new_tokens, policy={"dtype": dtype})
+                         max_new_tokens=max_new_tokens, policy={"dtype": dtype, "load_in_4bit": load_in_4bit})
     score, eval_samples = pass_at_1, samples if pass_at_1 is not None else None
     with tempfile.TemporaryDirectory(prefix="laimark-register-") as tmp:
         artifacts = {}

@@ -30,7 +30,8 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from laimark_pl.sandbox.image import PYTHON_LABEL, SOCKET_MOUNT, build_image
+from laimark_pl.sandbox.image import PYTHON_LABEL, SERVER_BOOTSTRAP, SOCKET_MOUNT, build_image
+from laimark_pl.sandbox.process import SandboxError
 from laimark_pl.sandbox.server import (
     PROTOCOL_VERSION,
     ConnectionClosedError,
@@ -51,7 +52,7 @@ ENGINE_HELP = (
 )
 
 
-class SandboxUnavailableError(RuntimeError):
+class SandboxUnavailableError(SandboxError):
     """No Docker engine is reachable, or the sandbox container cannot be started."""
 
 
@@ -191,6 +192,17 @@ class DockerSandbox:
         container = self._resources.container
         return container.id if container is not None else None
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Host process ids of the in-container server and its workers (for monitoring and benchmarks:
+        like `ProcessSandbox.worker_pids`, their CPU times cover every execution)."""
+        container = self._resources.container
+        if container is None:
+            return []
+        listing = container.top()
+        pid_column = listing["Titles"].index("PID")
+        return [int(row[pid_column]) for row in listing["Processes"] if "docker-init" not in row[-1]]
+
     def check(self, programs: Sequence[Program], *, progress: bool | str = False) -> list[Verdict]:
         """Run every program (in parallel inside the container); verdicts in input order.
 
@@ -198,7 +210,7 @@ class DockerSandbox:
         travels in chunks of ``8 * workers`` programs.
         """
         if self._closed:
-            raise RuntimeError("check() on a closed DockerSandbox")
+            raise SandboxError("the sandbox is closed")
         programs = list(programs)
         if progress and len(programs) > 8 * self.workers:
             from tqdm.auto import tqdm
@@ -355,7 +367,7 @@ class DockerSandbox:
         from docker.types import LogConfig, Ulimit
 
         command = [
-            self._python, "-I", "-B", "-X", "utf8", "-m", "laimark_pl.sandbox.server",
+            self._python, "-I", "-B", "-X", "utf8", "-c", SERVER_BOOTSTRAP,
             "--connect", f"{SOCKET_MOUNT}/{SOCKET_NAME}",
             "--options", json.dumps(self.server_options),
         ]  # fmt: skip

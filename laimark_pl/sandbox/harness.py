@@ -44,12 +44,16 @@ def prepare_stdio() -> None:
     sys.argv = [CANDIDATE_NAME]
 
 
-def _exit(code: int = 0) -> NoReturn:
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:
             pass
+
+
+def _exit(code: int = 0) -> NoReturn:
+    _flush()
     os._exit(code)
 
 
@@ -87,7 +91,7 @@ def run_candidate(in_fd: int = 3, out_fd: int = 4) -> NoReturn:
             continue
         if _is_callable(value):
             names.append(name)
-        elif len(values) < 100:
+        elif job.get("values") and len(values) < 100:
             encoded = encode_result(value)  # plain-data globals (constants the tests may use)
             if not (isinstance(encoded, dict) and "x" in encoded) and len(repr(encoded)) < 100_000:
                 values[name] = encoded
@@ -105,6 +109,7 @@ def run_candidate(in_fd: int = 3, out_fd: int = 4) -> NoReturn:
             reply = ["ok", encode_result(value)]
         except BaseException as exc:
             reply = ["exc", _describe(exc), _kind(exc)]
+        _flush()  # output first: a verdict may be returned as soon as the last answer is read
         write_frame(out_fd, reply)
     _exit()
 
@@ -192,7 +197,7 @@ def run_tester(in_fd: int = 3, out_fd: int = 4, to_candidate: int = 5, from_cand
     channel = _Channel(to_candidate, from_candidate)
     report: dict[str, Any] = {"units": [], "load": "ok", "detail": ""}
     try:
-        write_frame(to_candidate, {"code": job["code"]})
+        write_frame(to_candidate, {"code": job["code"], "values": True})
         hello = read_frame(from_candidate)
     except (OSError, FrameError, ValueError):
         hello = None
@@ -223,6 +228,7 @@ def run_tester(in_fd: int = 3, out_fd: int = 4, to_candidate: int = 5, from_cand
     report["died"] = channel.died
     report["memory"] = channel.memory
     report["calls"] = channel.calls
+    _flush()
     try:
         os.close(to_candidate)  # end of input: the candidate process exits
     except OSError:

@@ -3,10 +3,12 @@
 The image holds only what the in-container server needs: this host's Python interpreter and
 standard library (no site-packages, tests, IDLE, Tk or ensurepip), the shared libraries they link
 against (resolved with ``ldd``), the dynamic loader, a two-line ``/etc/passwd`` with ``nobody``,
-and the stdlib-only modules of ``laimark_pl.sandbox``. Python keeps its host path (its RUNPATH and
-prefix stay valid); every directory above it is world-traversable in the image and nothing else of
-the host comes along. The tag carries a fingerprint of those inputs, so changing the sandbox's
-code or the interpreter gives a new tag and a rebuild.
+and the stdlib-only modules of ``laimark_pl.sandbox`` (under ``/opt/laimark``, with bytecode).
+Python keeps its host path (its RUNPATH and prefix stay valid); every directory above it is
+world-traversable in the image and nothing else of the host comes along. The interpreter binary
+is execute-only, so every process started from it is non-dumpable (no same-uid ptrace). The tag
+carries a fingerprint of those inputs and of this builder, so changing the sandbox's code or the
+interpreter gives a new tag and a rebuild (older tags for the same interpreter are pruned).
 
     from laimark_pl.sandbox.image import build_image
     tag = build_image()          # "laimark-sandbox:0.1.0-<hash>", built once, then reused
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -33,7 +36,12 @@ BUILDER_VERSION = "2"  # bump when the image layout changes outside this file
 SOCKET_MOUNT = "/run/laimark"  # where the host's socket directory is bind-mounted
 VERSION_LABEL = "org.laimark.sandbox.image"
 PYTHON_LABEL = "org.laimark.sandbox.python"  # the interpreter the server runs with
-CONTAINER_PACKAGE_ROOT_NAME = "site-packages"  # the package goes into the image's (empty) site-packages
+PACKAGE_ROOT = "/opt/laimark"  # holds the image's laimark_pl (sandbox modules only)
+# How the server starts: -I ignores PYTHON* variables and user site dirs, so put the package on
+# sys.path by hand (a distribution's site dirs, e.g. Debian's dist-packages, vary).
+SERVER_BOOTSTRAP = (
+    f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); from laimark_pl.sandbox.server import main; sys.exit(main())"
+)
 
 # Parts of the standard library the sandbox never needs (and the host's installed packages).
 EXCLUDED_STDLIB_NAMES = frozenset(
@@ -75,11 +83,6 @@ class PythonInstall:
         """Path of the interpreter inside the image (same as on the host)."""
         return str(self.executable)
 
-    @property
-    def image_package_root(self) -> str:
-        """Directory inside the image that holds the ``laimark_pl`` package (on sys.path)."""
-        return str(self.stdlib / CONTAINER_PACKAGE_ROOT_NAME)
-
 
 def host_python() -> PythonInstall:
     """Locate this host's base interpreter (outside any virtual environment)."""
@@ -112,7 +115,7 @@ def stdlib_files(python: PythonInstall) -> Iterator[Path]:
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if not (here == python.stdlib and _is_excluded(d)))
         for name in sorted(files):
-            if here == python.stdlib / "lib-dynload" and _is_excluded(name):
+            if here in (python.stdlib, python.stdlib / "lib-dynload") and _is_excluded(name):
                 continue
             if name.endswith(".pyc") and not _keep_pyc(name):
                 continue
@@ -272,7 +275,7 @@ def write_rootfs(destination: Path, python: PythonInstall | None = None, progres
         rootfs.host_file(python.executable, mode=0o711)
         for path in tqdm(files, desc="sandbox image: files", unit="file", disable=not progress):
             rootfs.host_file(path)
-        package_root = python.image_package_root.strip("/")
+        package_root = PACKAGE_ROOT.strip("/")
         for name, content in sandbox_sources().items():
             rootfs.data(f"{package_root}/{name}", content)
             if name.endswith(".py"):
@@ -305,12 +308,16 @@ def image_exists(client, tag: str) -> bool:
         return False
 
 
-def prune_images(client, keep: str) -> list[str]:
-    """Remove this repository's other tags (older builds) that no container uses; returns them."""
+def prune_images(client, keep: str, python: PythonInstall | None = None) -> list[str]:
+    """Remove this repository's other tags (older builds for the same interpreter) that no
+    container uses, and its untagged leftovers; returns what was removed."""
     import docker.errors
 
+    python = python or host_python()
     removed = []
     for image in client.images.list(name=IMAGE_REPOSITORY):
+        if (image.labels or {}).get(PYTHON_LABEL) != python.image_executable:
+            continue  # another interpreter's image (e.g. a second Python on this machine)
         for tag in image.tags:
             if tag == keep or not tag.startswith(f"{IMAGE_REPOSITORY}:"):
                 continue
@@ -345,7 +352,7 @@ def build_image(client=None, *, force: bool = False, progress: bool = True, prun
         f"ENV PATH={python.executable.parent}:/usr/bin:/bin",
         "USER 65534:65534",
         "WORKDIR /tmp",
-        f'CMD ["{python.image_executable}", "-I", "-m", "laimark_pl.sandbox.server", "--help"]',
+        f"CMD {json.dumps([python.image_executable, '-I', '-c', SERVER_BOOTSTRAP, '--help'])}",
         f"LABEL {VERSION_LABEL}={version}",
         f"LABEL {PYTHON_LABEL}={python.image_executable}",
     ]
@@ -358,7 +365,7 @@ def build_image(client=None, *, force: bool = False, progress: bool = True, prun
     if not image_exists(client, tag):
         raise ImageBuildError(f"the engine did not keep the imported image {tag}")
     if prune:
-        prune_images(client, keep=tag)
+        prune_images(client, keep=tag, python=python)
         if previous and previous != client.images.get(tag).id:
             _remove_quietly(client, previous)  # the forced rebuild's predecessor, now untagged
     return tag

@@ -90,6 +90,7 @@ class WorkerJail:
     user_namespace: bool = False  # isolation from an unprivileged user namespace (caps dropped per child)
 
     uid_index: int = -1  # host-wide unique index of this worker's uid pair (see `claim_uid_index`)
+    cgroup: str = ""  # this worker's memory cgroup directory (root only)
     _uid_lock: int = -1
 
     @property
@@ -117,7 +118,8 @@ class WorkerJail:
         raise IsolationError(0, f"all {MAX_UID_PAIRS} sandbox uid pairs are in use")
 
     def enter(self) -> None:
-        """Set up namespaces and the minimal root; record (and warn about) anything refused."""
+        """Set up namespaces and the minimal root; record in `degraded` anything refused (the
+        parent turns that into a warning)."""
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         if not self.isolate:
             self._plain_scratch()
@@ -126,6 +128,7 @@ class WorkerJail:
             self._enter_unprivileged()
             return
         self.claim_uid_index()
+        self._limit_memory()
         try:
             unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
         except IsolationError as exc:
@@ -140,6 +143,27 @@ class WorkerJail:
             self._degrade(f"minimal root filesystem refused ({exc}): host files are readable by the "
                           "sandbox uid where permissions allow")
             self._plain_scratch()
+
+    def _limit_memory(self) -> None:
+        """Move this worker into a memory cgroup of its own, so that all executions together (a
+        fork bomb of memory hogs included) stay within ~2 x memory_mb + scratch_mb."""
+        limit = (2 * self.limits.memory_mb + self.limits.scratch_mb + 64) << 20
+        try:
+            self.cgroup = _create_memory_cgroup(f"laimark-sandbox-{self.uid_index}", limit)
+        except OSError as exc:
+            self._degrade(f"no memory cgroup ({exc}): memory is limited per process only "
+                          "(RLIMIT_AS x max_processes)")
+
+    def leave_cgroup(self) -> None:
+        """Move back to the parent cgroup and remove ours (on worker exit)."""
+        if not self.cgroup:
+            return
+        try:
+            with open(os.path.join(os.path.dirname(self.cgroup), "cgroup.procs"), "w") as fh:
+                fh.write(str(os.getpid()))
+            os.rmdir(self.cgroup)
+        except OSError:
+            pass
 
     def _enter_unprivileged(self) -> None:
         """Without root: a user namespace (if the kernel allows it) gives the same network and
@@ -157,7 +181,8 @@ class WorkerJail:
             return
         self.user_namespace = True
         self._degrade("not running as root: executions share your uid (RLIMIT_NPROC counts all your "
-                      "processes; leftovers are found by process-tree scan)")
+                      "processes; leftovers are found by process-tree scan) and memory is limited per "
+                      "process only")
         try:
             self._build_root(owner=uid)
         except OSError as exc:
@@ -243,6 +268,32 @@ class WorkerJail:
         return self.chroot + self.scratch_dir if self.chroot else self.scratch_dir
 
 
+def _create_memory_cgroup(name: str, limit_bytes: int) -> str:
+    """Create (or reuse) a memory cgroup below our own, limit it, move this process into it."""
+    with open("/proc/self/cgroup") as fh:
+        lines = [line.rstrip("\n").split(":", 2) for line in fh]
+    v1 = next((path for _, ctrls, path in lines if "memory" in ctrls.split(",")), None)
+    if v1 is not None and os.path.isdir("/sys/fs/cgroup/memory"):
+        group = f"/sys/fs/cgroup/memory{v1.rstrip('/')}/{name}"
+        files = (("memory.limit_in_bytes", limit_bytes), ("memory.memsw.limit_in_bytes", limit_bytes))
+    else:
+        v2 = next((path for hier, _, path in lines if hier == "0"), None)
+        parent = f"/sys/fs/cgroup{(v2 or '').rstrip('/')}"
+        with open(f"{parent}/cgroup.subtree_control") as fh:
+            if "memory" not in fh.read().split():
+                raise OSError(f"the memory controller is not enabled below {parent}")
+        group = f"{parent}/{name}"
+        files = (("memory.max", limit_bytes), ("memory.swap.max", 0))
+    os.makedirs(group, exist_ok=True)
+    for filename, value in files:
+        if os.path.exists(f"{group}/{filename}"):
+            with open(f"{group}/{filename}", "w") as fh:
+                fh.write(str(value))
+    with open(f"{group}/cgroup.procs", "w") as fh:
+        fh.write(str(os.getpid()))
+    return group
+
+
 def _make_traversable_dirs(root: str, path: str) -> None:
     """Create ``root + path`` (and parents) as execute-only dirs: traversable, not listable
     (``/root`` holding a pyenv Python shows nothing but lets the interpreter's path resolve)."""
@@ -270,6 +321,12 @@ def confine_child(jail: WorkerJail, uid: int | None, tmp_home: bool) -> None:
     """Per-execution confinement of a freshly forked child (called before any payload is read)."""
     os.setsid()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if jail.cgroup:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as fh:
+                fh.write("1000")  # out of memory in the worker's cgroup: executions go first
+        except OSError:
+            pass
     if jail.chroot:
         os.chroot(jail.chroot)
     os.chdir(jail.scratch_dir if tmp_home else "/")

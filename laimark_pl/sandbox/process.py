@@ -5,7 +5,10 @@ Per execution the worker forks the *candidate* child (runs the program) and, for
 not assert-shaped, a *tester* child (runs the tests against proxies). For assert-shaped tests
 the parent sends the candidate only the calls to make, receives plain-data results and
 evaluates the asserts itself (``asserts.py``); otherwise the tester reports per-assert outcomes.
-Exit codes and stdout of the candidate never decide a verdict.
+Exit codes and stdout of the candidate never decide a verdict: a pass needs every expected
+answer, in order; an early exit leaves answers missing ("crashed"). Once every answer is in and
+the verdict is a pass, it is returned without waiting for the process to end (the worker kills
+whatever is left and cleans up while the next request queues).
 
 Example:
     >>> from laimark_pl.sandbox import Program, ProcessSandbox
@@ -27,7 +30,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -81,11 +84,20 @@ class ProcessSandbox:
             executions share this process's uid, this process is made non-dumpable so that they
             cannot ptrace it or read its memory.
         max_source_bytes: larger programs or tests get an ``"error"`` verdict.
+        max_file_bytes: largest file one execution may write.
+        scratch_mb: size of each worker's private ``/tmp`` (a tmpfs; full isolation only).
+
+    Verdict statuses: ``passed``; ``failed`` (an assert did not hold, the program raised, or
+    returned non-plain data); ``error`` (bad input: syntax errors, non-UTF-8 text, oversized
+    sources, tests without assertions); ``timeout``; ``memory``; ``output_limit``; ``crashed``
+    (the program died before answering every call).
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 512,
                  max_processes: int = 32, max_output_bytes: int = 1 << 20, isolate: bool = True,
                  max_source_bytes: int = 1 << 19, max_file_bytes: int = 64 << 20, scratch_mb: int = 64):
+        if not sys.platform.startswith("linux"):
+            raise SandboxError(f"the process backend needs Linux (this is {sys.platform}); use backend='docker'")
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if timeout_s <= 0:
@@ -104,6 +116,7 @@ class ProcessSandbox:
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._all: list[_Worker] = []
         self._closed = False
+        self._owner_pid = os.getpid()
         workers_ = [_Worker(slot, self) for slot in range(self.workers)]
         try:
             for worker in workers_:
@@ -133,15 +146,19 @@ class ProcessSandbox:
         """
         if self._closed:
             raise SandboxError("the sandbox is closed")
+        if os.getpid() != self._owner_pid:
+            raise SandboxError("this sandbox belongs to the process that created it; create a new one "
+                               "in this (forked) process")
         futures = [self._pool.submit(self._check_one, p) for p in programs]
         if progress:
             from tqdm.auto import tqdm
 
             desc = progress if isinstance(progress, str) else "sandbox"
             with tqdm(total=len(futures), desc=desc, unit="prog") as bar:
-                for future in futures:
-                    future.result()
+                for _ in as_completed(futures):
                     bar.update()
+        else:
+            wait(futures)  # one wake-up for the whole batch
         return [f.result() for f in futures]
 
     def close(self) -> None:
@@ -149,6 +166,8 @@ class ProcessSandbox:
         if self._closed:
             return
         self._closed = True
+        if os.getpid() != self._owner_pid:  # a forked copy (e.g. a data-loader worker): not ours
+            return
         self._pool.shutdown(wait=True)
         for worker in self._all:
             worker.stop()

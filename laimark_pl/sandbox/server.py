@@ -12,13 +12,13 @@ ASCII JSON:
     -> {"op": "ping"}          <- {"ok": true}
     anything else              <- {"ok": false, "error": "..."}
 
-The server and the pool's workers are non-dumpable (the server by ``prctl``, the workers because
-the image's interpreter is execute-only), so a program, which runs under the same uid, can
+The server and the pool's workers are non-dumpable (by ``prctl``, and because the image's
+interpreter is execute-only), so a program, which runs under the same uid, can
 neither ptrace them nor read their memory or file descriptors through /proc. Between batches the
 server kills any process that is not part of the pool and wipes the container's shared scratch
-space (``/tmp`` outside the workers' own dirs, ``/dev/shm``, ``/dev/mqueue``), so nothing an
-execution leaves behind reaches a later batch; if that fails, the reply asks the host for a fresh
-container. Standard library only: the image carries nothing else.
+space (``/tmp`` outside the workers' own dirs, ``/dev/shm``, ``/dev/mqueue``) and its System V
+IPC objects, so nothing an execution leaves behind reaches a later batch; if that fails, the
+reply asks the host for a fresh container. Standard library only: the image carries nothing else.
 """
 
 from __future__ import annotations
@@ -138,25 +138,19 @@ def handle(sandbox, request: dict) -> dict:
     return {"ok": True, "verdicts": [verdict_to_dict(v) for v in verdicts]}
 
 
-def sweep(keep_pids: set[int], roots: Sequence[str] = SHARED_SCRATCH) -> list[str]:
-    """Kill every process outside ``keep_pids`` (and this one and its ancestors), then empty the
-    shared scratch ``roots``; returns what could not be cleaned (empty when all is clean)."""
-    problems = []
-    keep = keep_pids | {os.getpid(), os.getppid(), 1}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in keep:
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            except OSError as exc:
-                problems.append(f"cannot kill stray process {entry}: {exc.strerror}")
+def sweep(keep_pids: set[int], roots: Sequence[str] = SHARED_SCRATCH, *, container: bool = False) -> list[str]:
+    """Empty the shared scratch ``roots``; in the ``container``, also kill every process of this uid
+    outside ``keep_pids`` (and this one and its ancestors) and drop System V IPC objects.
+
+    Returns what could not be cleaned (empty when all is clean). Never kills anything as root.
+    """
+    problems = _kill_strays(keep_pids) if container else []
     for root in roots:
         if not os.path.isdir(root):
             continue
         for entry in os.listdir(root):
             path = os.path.join(root, entry)
-            is_worker_dir = root == "/tmp" and WORKER_SCRATCH.fullmatch(entry) and not os.path.islink(path)
+            is_worker_dir = WORKER_SCRATCH.fullmatch(entry) and os.path.isdir(path) and not os.path.islink(path)
             try:
                 if is_worker_dir:
                     for inner in os.listdir(path):
@@ -165,6 +159,57 @@ def sweep(keep_pids: set[int], roots: Sequence[str] = SHARED_SCRATCH) -> list[st
                     _remove(path)
             except (OSError, RecursionError) as exc:
                 problems.append(f"cannot remove {path}: {exc}")
+    return problems + (remove_sysv_ipc() if container else [])
+
+
+def _kill_strays(keep_pids: set[int]) -> list[str]:
+    uid = os.getuid()
+    if uid == 0:
+        return ["refusing to kill stray processes as root"]
+    keep = keep_pids | {os.getpid(), os.getppid(), 1}
+    problems = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in keep:
+            continue
+        try:
+            if _real_uid(entry) == uid:  # not st_uid: /proc/<pid> of a non-dumpable process is root's
+                os.kill(int(entry), signal.SIGKILL)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # exited meanwhile
+        except OSError as exc:
+            problems.append(f"cannot kill stray process {entry}: {exc.strerror}")
+    return problems
+
+
+def _real_uid(pid: str) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return -1
+
+
+IPC_RMID = 0
+SYSV_IPC = {"shm": "shmctl", "sem": "semctl", "msg": "msgctl"}  # /proc/sysvipc table -> removal call
+
+
+def remove_sysv_ipc() -> list[str]:
+    """Remove every System V shared-memory segment, semaphore set and message queue of this IPC
+    namespace (the container's own); returns what could not be removed."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    problems = []
+    for table, call in SYSV_IPC.items():
+        try:
+            with open(f"/proc/sysvipc/{table}") as handle:
+                ids = [int(line.split()[1]) for line in handle.read().splitlines()[1:] if line.strip()]
+        except OSError:
+            continue
+        for ipc_id in ids:
+            args = (ipc_id, 0, IPC_RMID, None) if table == "sem" else (ipc_id, IPC_RMID, None)
+            if getattr(libc, call)(*args) != 0:
+                problems.append(f"cannot remove System V {table} {ipc_id}: {os.strerror(ctypes.get_errno())}")
     return problems
 
 
@@ -195,7 +240,7 @@ def serve(sandbox, conn: socket.socket, sweep_between_batches: bool = False) -> 
             traceback.print_exc(file=sys.stderr)
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if request.get("op") == "check" and sweep_between_batches:
-            problems = sweep(set(sandbox.worker_pids))
+            problems = sweep(set(sandbox.worker_pids), container=True)
             if problems:
                 reply["dirty"] = "; ".join(problems)[:1000]
         send_frame(conn, reply)

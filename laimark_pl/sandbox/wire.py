@@ -3,8 +3,10 @@
 Frames are a 4-byte big-endian length followed by UTF-8 JSON. Values returned by untrusted
 code travel as *tagged plain data*: only exact builtin types (``None``, ``bool``, ``int``,
 ``float``, ``complex``, ``str``, ``bytes``, ``list``, ``tuple``, ``dict``, ``set``,
-``frozenset``) are encoded; subclasses (an ``int`` subclass, an object whose ``__eq__`` always
-answers True) become an `Unplain` marker that never compares equal to anything. The trusted
+``frozenset``) plus ``Fraction`` and ``Decimal`` are encoded (stdlib ``Counter``/``OrderedDict``/
+``defaultdict`` become dicts, generators become iterators, numpy scalars their builtin value).
+Anything else, subclasses included (an ``int`` subclass, an object whose ``__eq__`` always
+answers True), becomes an `Unplain` marker that never compares equal to anything. The trusted
 side decodes with `decode_value`, so no object created by untrusted code ever reaches a
 comparison.
 """
@@ -15,6 +17,8 @@ import json
 import os
 import struct
 from collections import Counter, OrderedDict, defaultdict
+from decimal import Decimal
+from fractions import Fraction
 from types import GeneratorType
 from typing import Any
 
@@ -166,6 +170,12 @@ def encode_value(value: Any, depth: int = 0) -> Any:
         return {"b": value.hex()}
     if t is complex:
         return {"c": [value.real, value.imag]}
+    if t is Fraction:
+        return {"fr": [encode_value(value.numerator), encode_value(value.denominator)]}
+    if t is Decimal:
+        return {"dec": str(value)}
+    if getattr(t, "__module__", None) == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return encode_value(value.item(), depth + 1)  # numpy scalar -> the equal builtin number
     if t in _ITERATOR_TYPES:
         items = []
         for item in value:
@@ -211,6 +221,13 @@ def decode_value(data: Any, depth: int = 0) -> Any:
             return complex(re_, im)
         if tag == "it":
             return iter([decode_value(v, depth + 1) for v in _as_list(body)])
+        if tag == "fr":
+            num, den = (decode_value(v, depth + 1) for v in _as_list(body))
+            if type(num) is not int or type(den) is not int:
+                raise FrameError("fraction parts must be ints")
+            return Fraction(num, den)
+        if tag == "dec" and type(body) is str and len(body) < 10_000:
+            return Decimal(body)
         if tag == "x" and type(body) is str:
             return Unplain(body[:200])
     except (TypeError, ValueError) as exc:  # unhashable member, bad hex, wrong arity

@@ -87,6 +87,7 @@ def main(config_json: str) -> None:
         _cleanup_scratch(jail)
         if jail.scratch_parent:
             shutil.rmtree(jail.scratch_parent, ignore_errors=True)
+        jail.leave_cgroup()
 
 
 def _execute(jail: WorkerJail, request: dict, fds: list[int], sock: socket.socket, timeout_s: float) -> dict:

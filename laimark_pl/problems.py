@@ -276,3 +276,9 @@ def append_problem(path: str | os.PathLike, problem: Problem) -> None:
 def builtin_curriculum_path() -> Path:
     """The small curriculum shipped with the package (written for laimark_pl)."""
     return Path(__file__).parent / "data" / "curriculum.jsonl"
+
+
+def builtin_heldout_path() -> Path:
+    """Held-out problems shipped with the package (disjoint from the curriculum, not HumanEval),
+    the default fitness set of prompt evolution."""
+    return Path(__file__).parent / "data" / "heldout.jsonl"

@@ -1,6 +1,6 @@
 """A tiny random-weight Qwen2 chat model, made on the fly, for tests and the smoke config.
 
-`build_tiny_model(dest)` writes a ~100k-parameter ``Qwen2ForCausalLM`` (hidden 64, 2 layers,
+`build_tiny_model(dest)` writes a ~140k-parameter ``Qwen2ForCausalLM`` (hidden 64, 2 layers,
 4 attention heads, 2 key/value heads, so ``q_proj``/``v_proj`` exist for LoRA) and a small
 byte-level BPE tokenizer with a Qwen-style chat template. The directory loads through the
 ordinary ``AutoModelForCausalLM.from_pretrained(dest)`` / ``AutoTokenizer.from_pretrained(dest)``
@@ -9,7 +9,7 @@ path, so every code path that serves a real model serves this one too. The token
 it from a few standard-library modules.
 
 Example:
-    >>> path = resolve_model("tiny")          # builds once into $LAIMARK_CACHE/tiny-0
+    >>> path = resolve_model("tiny")  # builds once into $LAIMARK_CACHE/tiny-0  # doctest: +SKIP
     >>> resolve_model("Qwen/Qwen3-8B")         # anything else passes through unchanged
     'Qwen/Qwen3-8B'
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import socket
 import sys
 import time
@@ -256,7 +257,9 @@ def _marker_processes(marker: str) -> list[int]:
 
 
 def test_no_processes_left_behind(sandbox):
-    marker = "987.25"
+    # A fresh marker per run: another suite running the same test concurrently on this machine
+    # must not be mistaken for (or hide) this run's leftovers.
+    marker = f"{900 + secrets.randbelow(100)}.{secrets.randbelow(10**9):09d}"
     sleeper = f"[sys.executable, '-c', 'import time; time.sleep({marker})']"
     code = ("import os, subprocess, sys\ndef f(x):\n"
             "    if os.fork() == 0:\n        os.setsid()\n"

@@ -20,7 +20,9 @@ from laimark_pl.sandbox.wire import (
     encode_result,
     encode_value,
     pack,
+    pack_report,
     read_frame,
+    unpack_report,
     write_frame,
 )
 
@@ -106,3 +108,12 @@ def test_frames_over_pipes_and_incremental_buffer():
     assert buf.feed(data[:3]) == [] and buf.feed(data[3:]) == [[1], {"a": 2}] and buf.pending == 0
     with pytest.raises(FrameError):
         FrameBuffer(max_bytes=4).feed(pack("x" * 10))
+
+
+def test_worker_reports_round_trip_and_reject_anything_else():
+    report = unpack_report(pack_report(-9, None, True, False, 3))
+    assert report == {"statuses": {"candidate": -9, "tester": None}, "timed_out": True, "killed": False,
+                      "leftovers": 3}
+    for bad in (b"", b"kill", b"R 0 - 0 0", b"R x - 0 0 0", b'{"statuses": {}}'):
+        with pytest.raises(FrameError):
+            unpack_report(bad)

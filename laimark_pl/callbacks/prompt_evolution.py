@@ -15,7 +15,7 @@ Example (YAML for ``laimark fit``)::
     trainer:
       callbacks:
         - class_path: laimark_pl.callbacks.prompt_evolution.PromptEvolution
-          init_args: {heldout: data/heldout.jsonl, population: 6, generations: 3, every_n_epochs: 1}
+          init_args: {population: 6, generations: 3, every_n_epochs: 1}
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from laimark_pl.callbacks.curriculum_refresh import log_artifacts, publish_metrics
 from laimark_pl.generation import TextGenerator
-from laimark_pl.problems import Problem, read_problems
+from laimark_pl.problems import Problem, builtin_heldout_path, read_problems
 from laimark_pl.prompt_evolution import EvolutionConfig, check_heldout, evolve_prompt
 from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT
 
@@ -42,7 +42,7 @@ class PromptEvolution(pl.Callback):
 
     Args:
         heldout: JSONL of held-out self-generated problems (never HumanEval; keep them out of
-            the training pool).
+            the training pool). ``None``: the small held-out set shipped with the package.
         population: prompts kept per generation.
         generations: generations per search.
         elite: best prompts carried over unchanged.
@@ -60,7 +60,7 @@ class PromptEvolution(pl.Callback):
 
     def __init__(
         self,
-        heldout: str,
+        heldout: str | None = None,
         population: int = 6,
         generations: int = 3,
         elite: int = 2,
@@ -77,7 +77,7 @@ class PromptEvolution(pl.Callback):
     ) -> None:
         if every_n_epochs < 0:
             raise ValueError(f"every_n_epochs must be >= 0, got {every_n_epochs}")
-        self.heldout_path = heldout
+        self.heldout_path = heldout or str(builtin_heldout_path())
         self.config = EvolutionConfig(
             population=population, generations=generations, elite=elite, crossover_share=crossover_share,
             eval_samples=eval_samples, eval_temperature=eval_temperature, eval_max_new_tokens=max_new_tokens,

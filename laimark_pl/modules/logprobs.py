@@ -8,9 +8,9 @@ float32 and, when gradients are needed, is recomputed in the backward pass
 (activation checkpointing), so at most one chunk's logits are alive at a time.
 
 Example:
-    >>> logp, entropy = completion_logprobs(policy.model, rollout.input_ids,
-    ...                                     rollout.attention_mask, rollout.completion_ids,
-    ...                                     rollout.completion_mask, with_entropy=True)
+    >>> logp, entropy = completion_logprobs(  # doctest: +SKIP
+    ...     policy.model, rollout.input_ids, rollout.attention_mask, rollout.completion_ids,
+    ...     rollout.completion_mask, with_entropy=True)
 """
 
 from __future__ import annotations

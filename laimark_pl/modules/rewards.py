@@ -6,7 +6,7 @@ so code-execution rewards can judge every program in one parallel sandbox call.
 
 Example:
     >>> from laimark_pl.sandbox import create
-    >>> with create("process") as sandbox:
+    >>> with create("process") as sandbox:  # doctest: +SKIP
     ...     CodeExecutionReward()([problem], ["def inc(x):\\n    return x + 1"], sandbox=sandbox)
     [1.0]
 """

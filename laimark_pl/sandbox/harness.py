@@ -1,7 +1,8 @@
 """Code that runs inside the sandbox's execution children.
 
 `run_candidate` runs in the *untrusted* child: it executes the program and then serves calls
-(``[name, args, kwargs]`` frames, read from fd 3) by writing plain-data results to fd 4. It
+(``[name, args, kwargs]``: listed in the job frame read from fd 3, or sent one frame at a time
+after it) by writing plain-data results to fd 4. It
 never receives expected values, so nothing it can reach (frames, ``gc``, its memory) tells it
 the right answer; whatever it writes is just a claimed return value that the trusted side
 decodes strictly and compares itself.
@@ -28,6 +29,7 @@ from laimark_pl.sandbox.wire import (
     decode_value,
     encode_result,
     encode_value,
+    pack,
     read_frame,
     write_frame,
 )
@@ -70,12 +72,17 @@ def _kind(exc: BaseException) -> str:
 
 def run_candidate(in_fd: int = 3, out_fd: int = 4) -> NoReturn:
     """Untrusted child: load the program, then answer call frames until end of input."""
+    _serve_candidate(in_fd, out_fd)
+    _exit()
+
+
+def _serve_candidate(in_fd: int, out_fd: int) -> None:
     try:
         job = read_frame(in_fd)
         code = compile(job["code"], "<solution>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, FrameError) as exc:
         write_frame(out_fd, ["compile_error", _describe(exc)])
-        _exit()
+        return
     module = types.ModuleType(CANDIDATE_NAME)  # importable by name: pickling (multiprocessing) works
     sys.modules[CANDIDATE_NAME] = module
     namespace: dict[str, Any] = module.__dict__
@@ -84,7 +91,7 @@ def run_candidate(in_fd: int = 3, out_fd: int = 4) -> NoReturn:
         exec(code, namespace)
     except BaseException as exc:  # SystemExit included: exiting while loading is a failure
         write_frame(out_fd, ["load_error", _describe(exc), _kind(exc)])
-        _exit()
+        return
     names, values = [], {}
     for name, value in list(namespace.items()):
         if name.startswith("__") or isinstance(value, types.ModuleType):
@@ -96,22 +103,63 @@ def run_candidate(in_fd: int = 3, out_fd: int = 4) -> NoReturn:
             if not (isinstance(encoded, dict) and "x" in encoded) and len(repr(encoded)) < 100_000:
                 values[name] = encoded
     write_frame(out_fd, ["loaded", names, values])
-    while True:
-        call = read_frame(in_fd)
-        if call is None:
-            break
-        name, args, kwargs = call
-        func = namespace[name] if name in namespace else getattr(builtins, name, None)
-        try:
-            if func is None:
-                raise NameError(f"name {name!r} is not defined")
-            value = func(*decode_value(args), **decode_value(kwargs))
-            reply = ["ok", encode_result(value)]
-        except BaseException as exc:
-            reply = ["exc", _describe(exc), _kind(exc)]
-        _flush()  # output first: a verdict may be returned as soon as the last answer is read
-        write_frame(out_fd, reply)
-    _exit()
+    for call in job.get("calls", ()):  # calls known in advance come with the program
+        _answer(namespace, call, out_fd)
+    while (call := read_frame(in_fd)) is not None:  # the tester's calls, one at a time
+        _answer(namespace, call, out_fd)
+
+
+def _answer(namespace: dict[str, Any], call: list, out_fd: int) -> None:
+    """Make one ``[name, args, kwargs]`` call and write its plain-data result (or exception)."""
+    name, args, kwargs = call
+    func = namespace[name] if name in namespace else getattr(builtins, name, None)
+    try:
+        if func is None:
+            raise NameError(f"name {name!r} is not defined")
+        value = func(*decode_value(args), **decode_value(kwargs))
+        reply = ["ok", encode_result(value)]
+    except BaseException as exc:
+        reply = ["exc", _describe(exc), _kind(exc)]
+    _flush()  # output first: a verdict may be returned as soon as the last answer is read
+    write_frame(out_fd, reply)
+
+
+_WARM_UP_PROGRAM = """
+def scale(xs, k=2, *, shift=0.5):
+    return [x * k + shift for x in xs], {"n": len(xs)}, (True, None, "s", b"b", {1, 2})
+def fails(x):
+    raise ValueError(x)
+"""
+_WARM_UP_CALLS = [["scale", [[1, 2.5, -3]], {"d": [["k", 3]]}], ["fails", ["x"], {"d": []}],
+                  ["scale", [[]], {"d": []}]]
+
+
+def warm_up(rounds: int = 12) -> None:
+    """Run the candidate's code path a few times in the worker itself, with a fixed trusted
+    program, before any execution child is forked: CPython specialises bytecode on first runs,
+    and a child that inherits specialised code writes to (and copies) fewer shared pages."""
+    job = b"".join(pack(frame) for frame in ({"code": _WARM_UP_PROGRAM, "calls": _WARM_UP_CALLS}, *_WARM_UP_CALLS))
+    stdout, stderr = sys.stdout, sys.stderr
+    try:
+        for _ in range(rounds):
+            job_r, job_w = os.pipe()
+            res_r, res_w = os.pipe()
+            try:
+                os.write(job_w, job)
+                os.close(job_w)
+                job_w = -1
+                _serve_candidate(job_r, res_w)
+                os.close(res_w)
+                res_w = -1
+                while os.read(res_r, 1 << 16):
+                    pass
+            finally:
+                for fd in (job_r, job_w, res_r, res_w):
+                    if fd >= 0:
+                        os.close(fd)
+    finally:
+        sys.modules.pop(CANDIDATE_NAME, None)
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 def _is_callable(value: Any) -> bool:

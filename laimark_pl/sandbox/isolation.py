@@ -322,9 +322,12 @@ def confine_child(jail: WorkerJail, uid: int | None, tmp_home: bool) -> None:
     os.setsid()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if jail.cgroup:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as fh:
-                fh.write("1000")  # out of memory in the worker's cgroup: executions go first
+        try:  # out of memory in the worker's cgroup: executions go first
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            try:
+                os.write(fd, b"1000")
+            finally:
+                os.close(fd)
         except OSError:
             pass
     if jail.chroot:
@@ -338,9 +341,17 @@ def confine_child(jail: WorkerJail, uid: int | None, tmp_home: bool) -> None:
         os.setresuid(uid, uid, uid)
     if jail.user_namespace:
         drop_capabilities()  # the namespace's creator holds every capability inside it
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+    # PR_SET_NO_NEW_PRIVS is already set: the worker sets it once (`forbid_new_privileges`),
+    # fork inherits it and nothing can clear it.
     if not tmp_home:
         _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(DUMPABLE)")
+
+
+def forbid_new_privileges() -> None:
+    """Set PR_SET_NO_NEW_PRIVS on this process: no execve() (of a setuid binary or a file with
+    capabilities) by it or any descendant can gain privileges. Irrevocable and inherited by
+    every fork, so a worker calls it once for all its execution children."""
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
 
 
 class _CapHeader(ctypes.Structure):

@@ -132,6 +132,32 @@ class FrameBuffer:
         return len(self._buf)
 
 
+# ------------------------------------------------- worker -> parent execution reports
+
+
+def pack_report(candidate: int | None, tester: int | None, timed_out: bool, killed: bool, leftovers: int) -> bytes:
+    """A worker's report on one execution (exit statuses, ``None`` for a process not started or
+    not reaped): a few ASCII fields, cheap to produce in the worker after every fork."""
+    def status(code: int | None) -> bytes:
+        return b"-" if code is None else b"%d" % code
+
+    return b"R %s %s %d %d %d" % (status(candidate), status(tester), timed_out, killed, leftovers)
+
+
+def unpack_report(message: bytes) -> dict[str, Any]:
+    """Inverse of `pack_report`; raises `FrameError` on anything else."""
+    fields = message.split()
+    if len(fields) != 6 or fields[0] != b"R":
+        raise FrameError(f"malformed worker report {message[:80]!r}")
+    try:
+        candidate, tester = (None if raw == b"-" else int(raw) for raw in fields[1:3])
+        timed_out, killed, leftovers = (int(f) for f in fields[3:])
+    except ValueError as exc:
+        raise FrameError(f"malformed worker report {message[:80]!r}") from exc
+    return {"statuses": {"candidate": candidate, "tester": tester}, "timed_out": bool(timed_out),
+            "killed": bool(killed), "leftovers": leftovers}
+
+
 # ---------------------------------------------------------------- plain-data values
 
 

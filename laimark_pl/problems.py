@@ -17,17 +17,19 @@ Example:
 from __future__ import annotations
 
 import ast
+import gzip
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from laimark_pl.sandbox.types import Program
 
+T = TypeVar("T")
 ProblemType = Literal["induction", "deduction", "abduction"]
 PROBLEM_TYPES: tuple[str, ...] = ("induction", "deduction", "abduction")
 
@@ -41,6 +43,14 @@ class ProblemFileError(ValueError):
         shown = "\n".join(f"  {self.path}:{line}: field '{fld}': {msg}" for line, fld, msg in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         super().__init__(f"{len(errors)} invalid line(s) in {self.path}:\n{shown}{more}")
+
+
+class FieldError(ValueError):
+    """One field of one record is invalid (raised by record parsers, collected per line)."""
+
+    def __init__(self, fld: str, msg: str):
+        super().__init__(msg)
+        self.field = fld
 
 
 class AnswerFormatError(ValueError):
@@ -148,23 +158,23 @@ _OPTIONAL_STR = ("source", "topic", "difficulty", "seed_id")
 def problem_from_record(rec: Any) -> Problem:
     """Build a `Problem` from one decoded JSON object; raises ``ValueError("field: msg")``."""
     if not isinstance(rec, dict):
-        raise _FieldError("<line>", f"expected a JSON object, got {type(rec).__name__}")
+        raise FieldError("<line>", f"expected a JSON object, got {type(rec).__name__}")
     ptype = rec.get("problem_type", "induction") or "induction"
     if ptype not in PROBLEM_TYPES:
-        raise _FieldError("problem_type", f"must be one of {', '.join(PROBLEM_TYPES)}, got {ptype!r}")
+        raise FieldError("problem_type", f"must be one of {', '.join(PROBLEM_TYPES)}, got {ptype!r}")
     kw: dict[str, Any] = {"problem_type": ptype}
     if ptype == "induction":
         for name in ("prompt", "tests", "entry_point"):
             kw[name] = _required_str(rec, name)
         if not kw["entry_point"].isidentifier():
-            raise _FieldError("entry_point", f"not a Python identifier: {kw['entry_point']!r}")
+            raise FieldError("entry_point", f"not a Python identifier: {kw['entry_point']!r}")
         kw["solution"] = _optional_str(rec, "solution") or ""
     else:
         pre = "dd_" if ptype == "deduction" else "ab_"
         kw["code"] = _required_str(rec, pre + "code")
         kw["func_name"] = _required_str(rec, pre + "func_name")
         if not kw["func_name"].isidentifier():
-            raise _FieldError(pre + "func_name", f"not a Python identifier: {kw['func_name']!r}")
+            raise FieldError(pre + "func_name", f"not a Python identifier: {kw['func_name']!r}")
         kw["expected"] = _required_str(rec, pre + "expected", allow_non_str=True)
         if ptype == "deduction":
             kw["input"] = _required_str(rec, "dd_input", allow_non_str=True)
@@ -178,56 +188,57 @@ def problem_from_record(rec: Any) -> Problem:
     if rec.get("pass_rate") is not None:
         pr = rec["pass_rate"]
         if isinstance(pr, bool) or not isinstance(pr, (int, float)) or not 0.0 <= pr <= 1.0:
-            raise _FieldError("pass_rate", f"must be a number in [0, 1], got {pr!r}")
+            raise FieldError("pass_rate", f"must be a number in [0, 1], got {pr!r}")
         kw["pass_rate"] = float(pr)
     if rec.get("samples") is not None:
         n = rec["samples"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise _FieldError("samples", f"must be a non-negative integer, got {n!r}")
+            raise FieldError("samples", f"must be a non-negative integer, got {n!r}")
         kw["samples"] = n
     if rec.get("learnability_zone") is not None:
         z = rec["learnability_zone"]
         ok = isinstance(z, (list, tuple)) and len(z) == 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in z)
         if not ok or not 0 <= z[0] <= z[1] <= 1:
-            raise _FieldError("learnability_zone", f"must be [lo, hi] with 0 <= lo <= hi <= 1, got {z!r}")
+            raise FieldError("learnability_zone", f"must be [lo, hi] with 0 <= lo <= hi <= 1, got {z!r}")
         kw["learnability_zone"] = (float(z[0]), float(z[1]))
     kw["extra"] = {k: v for k, v in rec.items() if k not in _KNOWN}
     return Problem(**kw)
 
 
-class _FieldError(ValueError):
-    def __init__(self, fld: str, msg: str):
-        super().__init__(msg)
-        self.field = fld
-
-
 def _required_str(rec: dict, name: str, allow_non_str: bool = False) -> str:
     if name not in rec or rec[name] is None:
-        raise _FieldError(name, "missing (required)")
+        raise FieldError(name, "missing (required)")
     value = rec[name]
     if not isinstance(value, str):
         if allow_non_str and not isinstance(value, (dict,)):
             return json.dumps(value) if not isinstance(value, (int, float)) else repr(value)
-        raise _FieldError(name, f"must be a string, got {type(value).__name__}")
+        raise FieldError(name, f"must be a string, got {type(value).__name__}")
     if not value.strip():
-        raise _FieldError(name, "must not be empty")
+        raise FieldError(name, "must not be empty")
     return value
 
 
 def _optional_str(rec: dict, name: str) -> str | None:
     value = rec.get(name)
     if value is not None and not isinstance(value, str):
-        raise _FieldError(name, f"must be a string, got {type(value).__name__}")
+        raise FieldError(name, f"must be a string, got {type(value).__name__}")
     return value
 
 
-def iter_problems(path: str | os.PathLike) -> Iterator[tuple[int, Problem]]:
-    """Yield ``(line_number, problem)`` for every non-blank line; raise `ProblemFileError`
-    listing *every* bad line (nothing is silently dropped)."""
-    problems: list[tuple[int, Problem]] = []
+def parse_jsonl(
+    path: str | os.PathLike,
+    parse: Callable[[dict[str, Any]], T],
+    error_type: type[ProblemFileError] = ProblemFileError,
+) -> list[tuple[int, T]]:
+    """``(line_number, parse(record))`` for every non-blank line of a JSONL file (gzip when the
+    name ends in ``.gz``). Every bad line (invalid JSON, not an object, a `FieldError` from
+    ``parse``) is collected and reported together in one ``error_type``: nothing is silently
+    dropped."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    parsed: list[tuple[int, T]] = []
     errors: list[tuple[int, str, str]] = []
-    with open(path, encoding="utf-8") as fh:
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -237,12 +248,20 @@ def iter_problems(path: str | os.PathLike) -> Iterator[tuple[int, Problem]]:
                 errors.append((lineno, "<json>", f"invalid JSON: {exc.msg} (column {exc.colno})"))
                 continue
             try:
-                problems.append((lineno, problem_from_record(rec)))
-            except _FieldError as exc:
+                if not isinstance(rec, dict):
+                    raise FieldError("<line>", f"expected a JSON object, got {type(rec).__name__}")
+                parsed.append((lineno, parse(rec)))
+            except FieldError as exc:
                 errors.append((lineno, exc.field, str(exc)))
     if errors:
-        raise ProblemFileError(path, errors)
-    yield from problems
+        raise error_type(path, errors)
+    return parsed
+
+
+def iter_problems(path: str | os.PathLike) -> Iterator[tuple[int, Problem]]:
+    """Yield ``(line_number, problem)`` for every non-blank line; raise `ProblemFileError`
+    listing *every* bad line (nothing is silently dropped)."""
+    yield from parse_jsonl(path, problem_from_record)
 
 
 def read_problems(path: str | os.PathLike) -> list[Problem]:

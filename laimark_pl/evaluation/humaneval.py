@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import tempfile
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 
 from laimark_pl.evaluation.passk import pass_at_ks
 from laimark_pl.generation import TextGenerator
-from laimark_pl.problems import Problem, ProblemFileError
+from laimark_pl.problems import FieldError, Problem, ProblemFileError, parse_jsonl
 from laimark_pl.prompts import ANSWER_MODES, AnswerMode, extract_code, user_prompt
 from laimark_pl.sandbox.types import Program, Sandbox, Verdict
 
@@ -63,33 +62,21 @@ def load_humaneval_problems(path: str | os.PathLike | None = None) -> list[Probl
     ``"humaneval"`` and ``extra["task_id"]`` the task id (``"HumanEval/0"``...).
     """
     path = Path(path) if path is not None else humaneval_data_path()
-    opener = gzip.open if path.suffix == ".gz" else open
-    problems: list[Problem] = []
-    errors: list[tuple[int, str, str]] = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                errors.append((lineno, "<json>", f"invalid JSON: {exc.msg}"))
-                continue
-            missing = [f for f in _HUMANEVAL_FIELDS if not isinstance(rec.get(f), str) or not rec[f]]
-            if missing:
-                errors.append((lineno, missing[0], "missing or not a non-empty string"))
-                continue
-            problems.append(Problem(
-                prompt=rec["prompt"],
-                tests=f"{rec['test'].rstrip()}\n\n\ncheck({rec['entry_point']})\n",
-                solution=rec["prompt"] + rec["canonical_solution"],
-                entry_point=rec["entry_point"],
-                source="humaneval",
-                extra={"task_id": rec["task_id"]},
-            ))
-    if errors:
-        raise ProblemFileError(path, errors)
-    return problems
+    return [problem for _, problem in parse_jsonl(path, _humaneval_problem)]
+
+
+def _humaneval_problem(rec: dict) -> Problem:
+    missing = [f for f in _HUMANEVAL_FIELDS if not isinstance(rec.get(f), str) or not rec[f]]
+    if missing:
+        raise FieldError(missing[0], "missing or not a non-empty string")
+    return Problem(
+        prompt=rec["prompt"],
+        tests=f"{rec['test'].rstrip()}\n\n\ncheck({rec['entry_point']})\n",
+        solution=rec["prompt"] + rec["canonical_solution"],
+        entry_point=rec["entry_point"],
+        source="humaneval",
+        extra={"task_id": rec["task_id"]},
+    )
 
 
 def task_id(problem: Problem) -> str:
@@ -309,44 +296,27 @@ def read_completions(path: str | os.PathLike, known_task_ids: Sequence[str]) -> 
     if not path.is_file():
         raise FileNotFoundError(f"completions file not found: {path}")
     known = set(known_task_ids)
+
+    def parse(rec: dict) -> tuple[str, list[str]]:
+        tid = rec.get("task_id")
+        if not isinstance(tid, str):
+            raise FieldError("task_id", "missing (required)" if tid is None else "must be a string")
+        if tid not in known:
+            raise FieldError("task_id", f"unknown task {tid!r}")
+        if "completion" in rec:
+            if not isinstance(rec["completion"], str):
+                raise FieldError("completion", f"must be a string, got {type(rec['completion']).__name__}")
+            return tid, [rec["completion"]]
+        if "completions" in rec:
+            texts = rec["completions"]
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise FieldError("completions", "must be a list of strings")
+            return tid, texts
+        raise FieldError("completion", "missing (required)")
+
     out: dict[str, list[str]] = {}
-    errors: list[tuple[int, str, str]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                errors.append((lineno, "<json>", f"invalid JSON: {exc.msg} (column {exc.colno})"))
-                continue
-            if not isinstance(rec, dict):
-                errors.append((lineno, "<line>", f"expected a JSON object, got {type(rec).__name__}"))
-                continue
-            tid = rec.get("task_id")
-            if not isinstance(tid, str):
-                errors.append((lineno, "task_id", "missing (required)" if tid is None else "must be a string"))
-                continue
-            if tid not in known:
-                errors.append((lineno, "task_id", f"unknown task {tid!r}"))
-                continue
-            if "completion" in rec:
-                texts = rec["completion"]
-                if not isinstance(texts, str):
-                    errors.append((lineno, "completion", f"must be a string, got {type(texts).__name__}"))
-                    continue
-                texts = [texts]
-            elif "completions" in rec:
-                texts = rec["completions"]
-                if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                    errors.append((lineno, "completions", "must be a list of strings"))
-                    continue
-            else:
-                errors.append((lineno, "completion", "missing (required)"))
-                continue
-            out.setdefault(tid, []).extend(texts)
-    if errors:
-        raise CompletionsFileError(path, errors)
+    for _, (tid, texts) in parse_jsonl(path, parse, CompletionsFileError):
+        out.setdefault(tid, []).extend(texts)
     return out
 
 

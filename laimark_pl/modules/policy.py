@@ -196,6 +196,8 @@ def load_policy(config: PolicyConfig, device: str | torch.device | None = None) 
     if target.type == "cuda":
         kwargs["device_map"] = {"": target}
     base = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    if "gguf_file" in extra:  # name the file, not its directory, as the adapter's base_model_name_or_path
+        base.name_or_path = base.config.name_or_path = str(Path(location) / extra["gguf_file"])
     tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=config.trust_remote_code,
                                               **extra)
     if tokenizer.pad_token is None:

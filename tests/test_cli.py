@@ -59,6 +59,14 @@ def test_malformed_curriculum_is_reported_with_file_line_and_field(tmp_path):
     assert f"{bad}:2: field 'prompt'" in result.stderr
 
 
+def test_test_subcommand_scores_humaneval_problems(tmp_path):
+    """`laimark test` runs the module's greedy evaluation on the datamodule's HumanEval problems."""
+    result = _laimark("test", "--config", str(SMOKE), "--data.eval_limit", "4", "--data.eval_batch_size", "4",
+                      "--trainer.limit_test_batches", "1.0", "--trainer.callbacks", "[]", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "humaneval_pass_at_1" in result.stdout
+
+
 @pytest.mark.slow
 def test_smoke_config_end_to_end_registers_a_scored_version(tmp_path):
     """The README's main job: GRPO, refresh, prompt evolution, HumanEval, registry, on a real store."""

@@ -35,15 +35,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from laimark_pl.sandbox.asserts import AssertPlan, RemoteFailure, evaluate_unit, plan_asserts
+from laimark_pl.sandbox.asserts import AssertPlan, plan_asserts
 from laimark_pl.sandbox.isolation import Limits
+from laimark_pl.sandbox.judge import judge_calls, judge_tester
 from laimark_pl.sandbox.types import Program, Verdict
 from laimark_pl.sandbox.wire import (
     FrameBuffer,
     FrameError,
     NotPlain,
-    Unplain,
-    decode_value,
     encode_value,
     pack,
     unpack_report,
@@ -368,7 +367,8 @@ class _Worker:
             # change it, so don't wait for its exit (the worker reaps and cleans up meanwhile).
             if mode == "calls" and (plan is None or len(run.frames) < 1 + len(plan.calls)):
                 return False
-            run.judged = _judge_calls(plan, run) if mode == "calls" else _judge_tester(run)
+            run.judged = (judge_calls(plan, run.frames, run.frame_error) if mode == "calls"
+                          else judge_tester(run.frames, run.frame_error))
             return run.judged[0] == "passed" and not run.overflow
 
         try:
@@ -553,9 +553,9 @@ def _verdict(mode: str, plan: AssertPlan | None, run: _Run, report: dict) -> Ver
         status, detail, passed_n, total = run.judged
     elif mode == "calls":
         assert plan is not None
-        status, detail, passed_n, total = _judge_calls(plan, run)
+        status, detail, passed_n, total = judge_calls(plan, run.frames, run.frame_error)
     else:
-        status, detail, passed_n, total = _judge_tester(run)
+        status, detail, passed_n, total = judge_tester(run.frames, run.frame_error)
     signal_status = {-_SIGXCPU: "timeout", -_SIGXFSZ: "output_limit"}.get(statuses.get("candidate") or 0)
     if run.overflow:
         status, detail = "output_limit", run.overflow
@@ -567,80 +567,3 @@ def _verdict(mode: str, plan: AssertPlan | None, run: _Run, report: dict) -> Ver
     elif status == "crashed" and exit_code is not None and exit_code < 0:
         detail = f"{detail} (killed by signal {-exit_code})"
     return Verdict(status, status == "passed", detail=detail, tests_passed=passed_n, tests_total=total, **common)
-
-
-def _judge_calls(plan: AssertPlan, run: _Run) -> tuple[str, str, int, int]:
-    total = len(plan.units)
-    frames = run.frames
-    if run.frame_error:
-        return "crashed", run.frame_error, 0, total
-    if not frames or not isinstance(frames[0], list) or not frames[0]:
-        return "crashed", "the program died before loading", 0, total
-    head = frames[0]
-    if head[0] == "compile_error":
-        return "error", f"the program does not compile: {_text(head, 1)}", 0, total
-    if head[0] == "load_error":
-        kind = "memory" if _text(head, 2) == "memory" else "failed"
-        return kind, f"the program raised while loading: {_text(head, 1)}", 0, total
-    if head[0] != "loaded":
-        return "crashed", "protocol violation before loading", 0, total
-    answers = frames[1:]
-    if len(answers) > len(plan.calls):
-        return "failed", "protocol violation: more results than calls", 0, total
-    results: list[Any] = [_decode_answer(a) for a in answers]
-    missing = len(plan.calls) - len(results)
-    results += [RemoteFailure("no result (the program exited or was killed)", "missing")] * missing
-    passed_n, first_failure = 0, ""
-    for unit in plan.units:
-        held, detail = evaluate_unit(unit, results)
-        passed_n += held
-        if not held and not first_failure:
-            first_failure = detail
-    if missing:
-        return "crashed", f"the program stopped after {len(answers)} of {len(plan.calls)} calls", passed_n, total
-    if passed_n == total:
-        return "passed", "", passed_n, total
-    if any(isinstance(r, RemoteFailure) and r.kind == "memory" for r in results):
-        return "memory", first_failure, passed_n, total
-    return "failed", first_failure, passed_n, total
-
-
-def _decode_answer(answer: Any) -> Any:
-    if isinstance(answer, list) and len(answer) == 2 and answer[0] == "ok":
-        try:
-            value = decode_value(answer[1])
-        except (FrameError, RecursionError) as exc:
-            return RemoteFailure(f"malformed result: {exc}")
-        return value if not isinstance(value, Unplain) else value
-    if isinstance(answer, list) and len(answer) == 3 and answer[0] == "exc":
-        return RemoteFailure(f"raised {_text(answer, 1)}", "memory" if answer[2] == "memory" else "exception")
-    return RemoteFailure("malformed result frame")
-
-
-def _judge_tester(run: _Run) -> tuple[str, str, int, int]:
-    reports = [f for f in run.frames if isinstance(f, dict)]
-    if run.frame_error or len(reports) != 1:
-        return "crashed", run.frame_error or "the tester produced no report", 0, 0
-    report = reports[0]
-    units = [u for u in report.get("units", []) if isinstance(u, list) and len(u) == 2]
-    total, passed_n = len(units), sum(1 for ok, _ in units if ok is True)
-    first_failure = next((str(d) for ok, d in units if ok is not True), "")
-    load = report.get("load")
-    if load == "compile_error":
-        return "error", f"the program does not compile: {report.get('detail', '')}", 0, total
-    if load == "load_error":
-        status = "memory" if report.get("memory") else "failed"
-        return status, f"the program raised while loading: {report.get('detail', '')}", 0, total
-    if load != "ok":
-        return "crashed", "the program died before loading", 0, total
-    if report.get("died"):
-        return "crashed", "the program stopped answering calls", passed_n, total
-    if total == 0:
-        return "error", "the tests contain no assertions", 0, 0
-    if passed_n == total:
-        return "passed", "", passed_n, total
-    return ("memory" if report.get("memory") else "failed"), first_failure, passed_n, total
-
-
-def _text(frame: list, index: int) -> str:
-    return str(frame[index])[:500] if len(frame) > index else ""

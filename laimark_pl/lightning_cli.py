@@ -21,8 +21,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from laimark_pl.datamodules.curriculum import CurriculumDataModule
 from laimark_pl.modules.grpo import GRPOModule
 from laimark_pl.problems import ProblemFileError
+from laimark_pl.registry.config_saver import MLflowSaveConfigCallback
 from laimark_pl.registry.tracking import (
-    MLflowSaveConfigCallback,
     TrackingUnreachableError,
     check_tracking_reachable,
     default_tracking_uri,

@@ -1,5 +1,6 @@
 """Where runs are recorded: the MLflow tracking URI, a fast reachability check, experiments, and
-the LightningCLI config saver that writes to MLflow.
+helpers to log a flattened config as params (the LightningCLI saver itself is in
+`laimark_pl.registry.config_saver`).
 
 Without configuration, runs go to an embedded store: a SQLite database ``mlruns/mlflow.db`` with
 artifacts in ``mlruns/artifacts`` (MLflow's plain file store is deprecated and refuses to start in
@@ -23,10 +24,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import MLFlowLogger
 
 DEFAULT_ROOT = "mlruns"
 DEFAULT_EXPERIMENT = "laimark"
@@ -244,51 +241,3 @@ def log_params_batched(client: Any, run_id: str, params: Mapping[str, str]) -> N
     todo = [Param(k, v) for k, v in params.items() if k not in existing]
     for start in range(0, len(todo), MAX_PARAMS_TAGS_PER_BATCH):
         client.log_batch(run_id, params=todo[start:start + MAX_PARAMS_TAGS_PER_BATCH])
-
-
-class MLflowSaveConfigCallback(SaveConfigCallback):
-    """LightningCLI config saver that records the resolved config in the MLflow run.
-
-    Logs the YAML as the artifact ``config.yaml`` and every leaf setting as a param prefixed with
-    ``config.`` (values cut to MLflow's length limit) in the run of the trainer's `MLFlowLogger`.
-    The local copy in ``trainer.log_dir`` that Lightning's saver writes is kept only when that
-    directory is local and not shared between runs: with an MLflow logger first (whose "log dir"
-    is the shared store, or nothing at all for a database/remote URI) the artifact is the record.
-    Use with ``LightningCLI(save_config_callback=MLflowSaveConfigCallback)``.
-    """
-
-    param_prefix = "config."
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        requested = self.save_to_log_dir
-        self.save_to_log_dir = requested and _private_local_log_dir(trainer)
-        try:
-            super().setup(trainer, pl_module, stage)
-        finally:
-            self.save_to_log_dir = requested
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                self._log_to_mlflow(logger)
-
-    def _log_to_mlflow(self, logger: MLFlowLogger) -> None:
-        client, run_id = logger.experiment, logger.run_id
-        text = self.parser.dump(self.config, skip_none=False)
-        client.log_text(run_id, text, self.config_filename)
-        flat = flatten_config(self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config))
-        params = mlflow_params({self.param_prefix + k: v for k, v in flat.items()})
-        log_params_batched(client, run_id, params)
-
-
-def _private_local_log_dir(trainer: Trainer) -> bool:
-    """Whether ``trainer.log_dir`` is a local directory that belongs to this run."""
-    if trainer.loggers and isinstance(trainer.loggers[0], MLFlowLogger):
-        return False
-    log_dir = trainer.log_dir
-    if log_dir is None:
-        return False
-    from lightning.fabric.utilities.cloud_io import get_filesystem
-
-    protocol = get_filesystem(log_dir).protocol
-    return "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,))

@@ -29,8 +29,8 @@ def adapter(tmp_path_factory):
     return make_tiny_adapter(tmp_path_factory.mktemp("adapter") / "adapter", seed=2)
 
 
-def _register(uri, adapter, score, name="laimark", **kwargs):
-    tags = score_tags(score, base_model="tiny", mode="full", samples=1, curriculum_size=22)
+def _register(uri, adapter, score, name="laimark", total=None, **kwargs):
+    tags = score_tags(score, base_model="tiny", mode="full", samples=1, total=total, curriculum_size=22)
     return register_adapter(adapter, CONFIG, tracking_uri=uri, name=name, tags=tags,
                             description=describe("tiny", score, mode="full", samples=1), **kwargs)
 
@@ -60,6 +60,18 @@ def test_promote_picks_the_best_and_moves_only_for_a_better_version(tmp_path, ad
     model = mlflow.pyfunc.load_model("models:/laimark@champion")
     answer = model.predict(['def inc(x):\n    """Add one."""\n'], params={"max_new_tokens": 4})
     assert len(answer) == 1 and answer[0].startswith("def inc(x):")
+
+
+def test_scores_on_fewer_problems_are_not_ranked_against_full_evaluations(tmp_path, adapter, caplog):
+    uri = sqlite_uri(tmp_path)
+    _register(uri, adapter, 0.40, total=164)
+    _register(uri, adapter, 0.90, total=10)  # a `limit`ed evaluation: higher, but not comparable
+    with caplog.at_level("WARNING"):
+        result = promote(uri)
+    assert result.version == "1"
+    assert "scored on 10 problems only" in caplog.text
+    version = MlflowClient(uri, registry_uri=uri).get_model_version("laimark", "2")
+    assert version.tags["humaneval_total"] == "10"
 
 
 def test_an_explicit_version_and_versions_without_score(tmp_path, adapter, caplog):

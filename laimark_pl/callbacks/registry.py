@@ -99,6 +99,7 @@ class RegistryCallback(pl.Callback):
         info = {
             "mode": getattr(humaneval, "mode", None) if score is not None else None,
             "samples": getattr(humaneval, "samples", None) if score is not None else None,
+            "total": _evaluated_total(humaneval) if score is not None else None,
             "curriculum_size": len(pool) if pool is not None else None,
             "run_id": run_id,
         }
@@ -137,6 +138,12 @@ def _mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
 def _humaneval_callback(trainer: pl.Trainer) -> Any:
     """The callback that produced the HumanEval score (it exposes ``results_path``), if any."""
     return next((cb for cb in trainer.callbacks if hasattr(cb, "results_path") and hasattr(cb, "pass_at_1")), None)
+
+
+def _evaluated_total(humaneval: Any) -> int | None:
+    """How many problems the HumanEval callback scored (its report's total)."""
+    report = getattr(humaneval, "report", None)
+    return getattr(report, "total", None)
 
 
 def _metric_value(value: Any) -> float | None:

@@ -85,16 +85,16 @@ def register_command(
         system_prompt = OPERATIONAL_SYSTEM_PROMPT
     config = ModelConfig(base_model=base_model, system_prompt=system_prompt, answer_mode=mode,
                          max_new_tokens=max_new_tokens, policy={"dtype": dtype, "load_in_4bit": load_in_4bit})
-    score, eval_samples = pass_at_1, samples if pass_at_1 is not None else None
+    score, eval_samples, total = pass_at_1, samples if pass_at_1 is not None else None, None
     with tempfile.TemporaryDirectory(prefix="laimark-register-") as tmp:
         artifacts = {}
         if evaluate:
             report = _evaluate(adapter, config, samples=samples, limit=limit)
-            score, eval_samples = report.pass_at_1, samples
+            score, eval_samples, total = report.pass_at_1, samples, report.total
             artifacts["humaneval"] = report.write_jsonl(Path(tmp) / "humaneval_results.jsonl")
             Console().print(f"HumanEval pass@1 {score:.1%} ({report.passed}/{report.total})")
         tags = score_tags(score, DEFAULT_METRIC, mode=mode if score is not None else None, samples=eval_samples,
-                          base_model=base_model)
+                          total=total, base_model=base_model)
         version = register_adapter(
             adapter, config, tracking_uri=uri, name=name, experiment_name=experiment, tags=tags,
             description=description or describe(base_model, score, mode=mode, samples=eval_samples),

@@ -73,7 +73,7 @@ def serve_environment(config: ServeConfig) -> dict[str, str]:
     uri = resolve_tracking_uri(config.tracking_uri)
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = uri
-    env.setdefault("MLFLOW_REGISTRY_URI", uri)
+    env["MLFLOW_REGISTRY_URI"] = uri  # the same store `serve` resolved the alias in
     env["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(config.timeout_s)
     return env
 

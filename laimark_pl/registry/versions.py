@@ -64,14 +64,19 @@ class PromotionResult:
         return self.previous != self.version
 
 
+TOTAL_TAG = "humaneval_total"
+
+
 def score_tags(score: float | None, metric: str = DEFAULT_METRIC, *, mode: str | None = None,
-               samples: int | None = None, base_model: str | None = None, curriculum_size: int | None = None,
-               run_id: str | None = None) -> dict[str, str]:
-    """Version tags: the score under ``metric`` plus how it was obtained (None values are left out)."""
+               samples: int | None = None, total: int | None = None, base_model: str | None = None,
+               curriculum_size: int | None = None, run_id: str | None = None) -> dict[str, str]:
+    """Version tags: the score under ``metric`` plus how it was obtained (None values are left out).
+    ``total`` is the number of problems scored (164 for all of HumanEval)."""
     values = {
         metric: None if score is None else repr(float(score)),
         "humaneval_mode": mode,
         "humaneval_samples": samples,
+        TOTAL_TAG: total,
         "base_model": base_model,
         "curriculum_size": curriculum_size,
         "run_id": run_id,
@@ -80,14 +85,15 @@ def score_tags(score: float | None, metric: str = DEFAULT_METRIC, *, mode: str |
 
 
 def describe(base_model: str, score: float | None, metric: str = DEFAULT_METRIC, *, mode: str | None = None,
-             samples: int | None = None, curriculum_size: int | None = None, run_id: str | None = None) -> str:
+             samples: int | None = None, total: int | None = None, curriculum_size: int | None = None,
+             run_id: str | None = None) -> str:
     """A one-paragraph version description a person can read in the MLflow UI."""
     parts = [f"LoRA adapter for {base_model}, trained by laimark"]
     if run_id:
         parts[0] += f" (run {run_id})"
     if score is not None:
         how = ", ".join(x for x in (f"{mode} answers" if mode else "", f"{samples} sample(s)/problem"
-                                    if samples else "") if x)
+                                    if samples else "", f"{total} problems" if total else "") if x)
         parts.append(f"{metric} = {score:.4f}" + (f" ({how})" if how else ""))
     else:
         parts.append(f"not scored ({metric} unknown)")
@@ -187,6 +193,18 @@ def scored_versions(client: Any, name: str, metric: str = DEFAULT_METRIC) -> lis
     return sorted(versions, key=lambda v: v.number)
 
 
+def comparable(versions: list[ScoredVersion]) -> tuple[list[ScoredVersion], list[ScoredVersion]]:
+    """(versions whose scores can be ranked together, versions left out): scores measured on fewer
+    problems (a ``limit``ed evaluation, tag ``humaneval_total``) than the largest evaluation among
+    the versions are not comparable with it. Versions without the tag are kept."""
+    totals = [int(v.tags[TOTAL_TAG]) for v in versions if str(v.tags.get(TOTAL_TAG, "")).isdigit()]
+    if not totals:
+        return versions, []
+    largest = max(totals)
+    keep = [v for v in versions if not str(v.tags.get(TOTAL_TAG, "")).isdigit() or int(v.tags[TOTAL_TAG]) == largest]
+    return keep, [v for v in versions if v not in keep]
+
+
 def choose_best(versions: list[ScoredVersion], current: str | None) -> ScoredVersion | None:
     """The highest-scoring version. Ties keep the current alias target (so the alias moves only
     when a strictly better version appears), else go to the oldest version with that score."""
@@ -240,7 +258,11 @@ def promote(
             known = ", ".join(v.version for v in versions)
             raise RegistryError(f"registered model {name!r} has no version {version} (versions: {known})")
     else:
-        chosen = choose_best(versions, previous)
+        ranked, partial = comparable([v for v in versions if v.score is not None])
+        for v in partial:
+            log.warning("registered model %r version %s was scored on %s problems only; not ranked against "
+                        "versions scored on more", name, v.version, v.tags.get(TOTAL_TAG))
+        chosen = choose_best(ranked, previous)
         if chosen is None:
             raise RegistryError(
                 f"no version of {name!r} has a {metric!r} tag to rank by ({len(versions)} version(s) skipped); "

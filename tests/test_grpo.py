@@ -271,6 +271,50 @@ def test_learning_rate_follows_the_schedule(tiny_dir, tmp_path):
     assert record.series("train/lr") == pytest.approx(expected)
 
 
+def test_schedule_is_resized_when_the_pool_grows_after_the_optimizer_exists(tiny_dir, tmp_path):
+    """A bootstrap/refresh fills the pool after `configure_optimizers`: the schedule must follow."""
+    from laimark_pl.datamodules.curriculum import CurriculumDataModule
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+
+    class Bootstrap(Callback):
+        def on_fit_start(self, trainer, pl_module):
+            trainer.datamodule.set_pool([induction(i) for i in range(4)])
+
+    record = StepMetrics()
+    module = GRPOModule(policy=PolicyConfig(model=tiny_dir, lora_r=2, device="cpu"),
+                        sampling=SamplingConfig(num_generations=2, max_new_tokens=2),
+                        optim=OptimConfig(lr=1e-3, warmup_ratio=0.25, scheduler="cosine"),
+                        sandbox=SandboxConfig(backend="none"), reward=CharacterShareReward())
+    data = CurriculumDataModule(path=str(empty), batch_size=1, shuffle=False, eval_set="none")
+    L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              reload_dataloaders_every_n_epochs=1, callbacks=[Bootstrap(), record]).fit(module, data)
+    lrs = record.series("train/lr")
+    expected = [1e-3 * WarmupDecaySchedule(8, 2, "cosine")(s) for s in range(8)]
+    assert lrs == pytest.approx(expected)  # 8 steps, 2 of warm-up: not "1 step, then 0"
+
+
+def test_adapter_weights_stay_float32_under_bf16_true(tiny_dir, tmp_path):
+    module = GRPOModule(policy=PolicyConfig(model=tiny_dir, lora_r=2, device="cpu"),
+                        sampling=SamplingConfig(num_generations=2, max_new_tokens=2),
+                        sandbox=SandboxConfig(backend="none"), reward=CharacterShareReward())
+    trainer(tmp_path, 1, precision="bf16-true").fit(module, loader([induction(1)], 1))
+    dtypes = {p.dtype for p in module.policy.trainable_parameters()}
+    frozen = {p.dtype for p in module.parameters() if not p.requires_grad}
+    assert dtypes == {torch.float32} and frozen == {torch.bfloat16}
+
+
+def test_checkpoint_keeps_the_evolved_system_prompt(tiny_dir, tmp_path):
+    module = toy_module(tiny_dir, system_prompt="initial")
+    tr = trainer(tmp_path, 1)
+    tr.fit(module, loader([induction(1)], 1))
+    module.system_prompt = "evolved by prompt evolution"
+    tr.save_checkpoint(tmp_path / "p.ckpt")
+    loaded = GRPOModule.load_from_checkpoint(tmp_path / "p.ckpt", reward=CharacterShareReward("etaoin"))
+    assert loaded.system_prompt == "evolved by prompt evolution"
+
+
 def test_configuration_errors_are_clear():
     with pytest.raises(ValueError, match="num_generations"):
         SamplingConfig(num_generations=1)

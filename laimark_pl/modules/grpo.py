@@ -291,12 +291,14 @@ class GRPOModule(L.LightningModule):
         params = self._policy().trainable_parameters()
         if not params:
             raise ValueError("the policy has no trainable parameters (policy.trainable is false?)")
+        for p in params:  # fp32 master weights: under bf16-true a 5e-6 update of a bf16 weight is lost
+            p.data = p.data.float()
         optimizer = torch.optim.AdamW(params, lr=self.optim.lr, betas=tuple(self.optim.betas),
                                       weight_decay=self.optim.weight_decay)
         total = self._total_optimizer_steps()
         warmup = int(round(self.optim.warmup_ratio * total)) if total else 0
-        schedule = WarmupDecaySchedule(total, warmup, self.optim.scheduler)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        self._schedule = WarmupDecaySchedule(total, warmup, self.optim.scheduler)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _total_optimizer_steps(self) -> int | None:
@@ -308,14 +310,35 @@ class GRPOModule(L.LightningModule):
             return None
         return max(1, int(batches) * self.grpo.num_iterations)
 
+    def on_train_epoch_start(self) -> None:
+        """Re-size the LR schedule to the pool this epoch serves: a curriculum refresh (or the
+        bootstrap of an empty pool) changes the number of steps left after the optimizer exists."""
+        schedule: WarmupDecaySchedule | None = getattr(self, "_schedule", None)
+        trainer = self.trainer
+        if (schedule is None or (trainer.max_steps or -1) > 0 or trainer.max_epochs is None
+                or trainer.max_epochs < 0 or not math.isfinite(trainer.num_training_batches)):
+            return
+        scheduler = self.lr_schedulers()
+        done = scheduler.last_epoch  # scheduler steps taken so far
+        left = int(trainer.num_training_batches) * (trainer.max_epochs - trainer.current_epoch)
+        schedule.total_steps = max(1, done + left * self.grpo.num_iterations)
+        if done == 0:  # nothing trained yet: size the warm-up too, and restart from its first LR
+            schedule.warmup_steps = int(round(self.optim.warmup_ratio * schedule.total_steps))
+            for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base_lr * schedule(0)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only trainable (adapter) weights; the frozen base is reloaded from the hub/disk."""
+        """Keep only trainable (adapter) weights (the frozen base is reloaded from the hub/disk) and
+        the system prompt in use (prompt evolution may have changed it)."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["laimark_system_prompt"] = self.system_prompt
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Load the base model first, so ``GRPOModule.load_from_checkpoint`` restores the adapter."""
         self.configure_model()
+        if "laimark_system_prompt" in checkpoint:
+            self.system_prompt = checkpoint["laimark_system_prompt"]
 
     @rank_zero_only
     def on_train_end(self) -> None:
@@ -350,6 +373,9 @@ class GRPOModule(L.LightningModule):
         start = time.perf_counter()
         if len(rollout):
             metrics.update(self._optimize(rollout, advantages))
+        else:  # every group was constant: no update, but the schedule still counts the batch
+            for _ in range(self.grpo.num_iterations):
+                self.lr_schedulers().step()
         metrics["time/training_s"] = time.perf_counter() - start
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         self.log("reward", metrics["train/reward_mean"], prog_bar=True, logger=False, on_step=True,
@@ -411,8 +437,10 @@ class GRPOModule(L.LightningModule):
                 if entropy is not None:
                     sums["train/entropy"] += masked_mean(entropy, m["loss_mask"]).item() * share
             if self.optim.max_grad_norm is not None:
-                norm = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), self.optim.max_grad_norm)
-                sums["train/grad_norm"] += norm.item() / grpo.num_iterations
+                norm = _grad_norm(policy.trainable_parameters())
+                self.clip_gradients(optimizer, gradient_clip_val=self.optim.max_grad_norm,
+                                    gradient_clip_algorithm="norm")  # through the precision plugin
+                sums["train/grad_norm"] += norm / grpo.num_iterations
             optimizer.step()
             scheduler.step()
         sums["train/loss"] /= grpo.num_iterations
@@ -497,6 +525,12 @@ def _micro_batch(rollout: Rollout, mask: Tensor, rows: slice, device: torch.devi
         "completion_mask": completion_mask.to(device),
         "loss_mask": mask[rows, :width].to(device),
     }
+
+
+def _grad_norm(params: list[Tensor]) -> float:
+    """Global L2 norm of the gradients (before clipping)."""
+    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def _config(cls: type, value: Any) -> Any:

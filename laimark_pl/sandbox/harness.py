@@ -8,9 +8,10 @@ the right answer; whatever it writes is just a claimed return value that the tru
 decodes strictly and compares itself.
 
 `run_tester` runs in a second child (another uid, not ptrace-able) for tests that are not
-assert-shaped: it executes the tests with every function of the program replaced by a proxy
-that calls into the candidate child over a pipe, and reports per-assert outcomes to the parent.
-Only the tests' own code and plain data from the candidate ever run or exist in it.
+assert-shaped: it executes the tests with the program's functions they use (``names.py``:
+the entry point and the non-builtin names they read, never a builtin) replaced by proxies that
+call into the candidate child over a pipe, and reports per-unit outcomes to the parent. Only
+the tests' own code and plain data from the candidate ever run or exist in it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import types
 from typing import Any, NoReturn
 
+from laimark_pl.sandbox.names import visible_names
 from laimark_pl.sandbox.wire import (
     FrameError,
     NotPlain,
@@ -110,13 +112,13 @@ def _serve_candidate(in_fd: int, out_fd: int) -> None:
 
 
 def _answer(namespace: dict[str, Any], call: list, out_fd: int) -> None:
-    """Make one ``[name, args, kwargs]`` call and write its plain-data result (or exception)."""
+    """Make one ``[name, args, kwargs]`` call of a program function and write its plain-data
+    result (or exception). Only the program's own names: never a builtin it does not define."""
     name, args, kwargs = call
-    func = namespace[name] if name in namespace else getattr(builtins, name, None)
     try:
-        if func is None:
+        if name not in namespace:
             raise NameError(f"name {name!r} is not defined")
-        value = func(*decode_value(args), **decode_value(kwargs))
+        value = namespace[name](*decode_value(args), **decode_value(kwargs))
         reply = ["ok", encode_result(value)]
     except BaseException as exc:
         reply = ["exc", _describe(exc), _kind(exc)]
@@ -258,21 +260,18 @@ def run_tester(in_fd: int = 3, out_fd: int = 4, to_candidate: int = 5, from_cand
             report["load"] = "died"
         write_frame(out_fd, report)
         _exit()
-    namespace: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
-    for name in hello[1]:
-        if isinstance(name, str):
-            namespace[name] = _Remote(channel, name)
-    if len(hello) > 2 and isinstance(hello[2], dict):
-        for name, encoded in hello[2].items():
-            try:
-                namespace.setdefault(name, decode_value(encoded))
-            except FrameError:
-                continue
     units: list[list] = report["units"]
     try:
-        _run_tests(job["tests"], job.get("entry_point"), namespace, units)
-    except CandidateDied:
-        pass
+        tree = ast.parse(job["tests"])
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        units.append([False, f"tests do not parse: {_describe(exc)}"])
+        tree = None
+    if tree is not None:
+        namespace = _tests_namespace(hello, visible_names(tree, job.get("entry_point")), channel)
+        try:
+            _run_tests(tree, job.get("entry_point"), namespace, units)
+        except CandidateDied:
+            pass
     report["died"] = channel.died
     report["memory"] = channel.memory
     report["calls"] = channel.calls
@@ -285,19 +284,39 @@ def run_tester(in_fd: int = 3, out_fd: int = 4, to_candidate: int = 5, from_cand
     _exit()
 
 
-def _run_tests(tests: str, entry_point: str | None, namespace: dict, units: list[list]) -> None:
-    try:
-        tree = ast.parse(tests)
-    except (SyntaxError, ValueError) as exc:
-        units.append([False, f"tests do not parse: {_describe(exc)}"])
-        return
-    check_called = any(
-        isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and isinstance(s.value.func, ast.Name)
-        and s.value.func.id == "check" for s in tree.body)
+def _tests_namespace(hello: list, visible: frozenset[str], channel: _Channel) -> dict[str, Any]:
+    """The tests' globals: real builtins, plus proxies (functions) and plain values for the
+    program names in ``visible`` only, so that no program definition shadows a builtin."""
+    namespace: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
+    for name in hello[1] if len(hello) > 1 and isinstance(hello[1], list) else ():
+        if isinstance(name, str) and name in visible:
+            namespace[name] = _Remote(channel, name)
+    values = hello[2] if len(hello) > 2 and isinstance(hello[2], dict) else {}
+    for name, encoded in values.items():
+        if name in visible and name not in namespace:
+            try:
+                namespace[name] = decode_value(encoded)
+            except FrameError:
+                continue
+    return namespace
+
+
+def _is_check_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
+
+
+def _is_unit(stmt: ast.stmt) -> bool:
+    """A top-level statement that tests something: it contains an ``assert`` or a ``check(...)``
+    call (a ``for``/``while``/``if``/``with`` block of asserts is one unit); definitions are not."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return False
+    return any(isinstance(node, ast.Assert) or _is_check_call(node) for node in ast.walk(stmt))
+
+
+def _run_tests(tree: ast.Module, entry_point: str | None, namespace: dict, units: list[list]) -> None:
+    check_called = any(isinstance(s, ast.Expr) and _is_check_call(s.value) for s in tree.body)
     for stmt in tree.body:
-        is_unit = isinstance(stmt, ast.Assert) or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
-                                                    and isinstance(stmt.value.func, ast.Name)
-                                                    and stmt.value.func.id == "check")
+        is_unit = _is_unit(stmt)
         code = compile(ast.Module(body=[stmt], type_ignores=[]), "<tests>", "exec")
         try:
             exec(code, namespace)
@@ -309,7 +328,7 @@ def _run_tests(tests: str, entry_point: str | None, namespace: dict, units: list
                 return
     if not check_called and callable(namespace.get("check")) and entry_point:
         candidate = namespace.get(entry_point)
-        if candidate is None:
+        if not isinstance(candidate, _Remote):
             units.append([False, f"the program defines no function {entry_point!r}"])
             return
         try:

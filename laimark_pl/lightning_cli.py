@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from laimark_pl.datamodules.curriculum import CurriculumDataModule
 from laimark_pl.modules.grpo import GRPOModule
+from laimark_pl.modules.policy import ModelLoadError
 from laimark_pl.problems import ProblemFileError
 from laimark_pl.registry.config_saver import MLflowSaveConfigCallback
 from laimark_pl.registry.tracking import (
@@ -29,8 +30,13 @@ from laimark_pl.registry.tracking import (
     prepare_tracking,
 )
 
-#: Errors caused by the user's input (config, files, servers): reported in one clear message.
-UserInputError = (TrackingUnreachableError, ProblemFileError, FileNotFoundError)
+
+class ConfigError(ValueError):
+    """A config value was rejected when the classes were built (the message names it)."""
+
+
+#: Errors caused by the user's input (config, files, models, servers): reported in one clear message.
+UserInputError = (ConfigError, ModelLoadError, TrackingUnreachableError, ProblemFileError, FileNotFoundError)
 
 
 def trainer_defaults() -> dict:
@@ -58,6 +64,13 @@ class LaimarkCLI(LightningCLI):
                 init_args = logger.get("init_args") or {}
                 uri = init_args.get("tracking_uri") or default_tracking_uri()
                 prepare_tracking(uri, init_args.get("experiment_name") or "lightning_logs")
+
+    def instantiate_classes(self) -> None:
+        """Build the classes; a value their validation rejects becomes a one-line `ConfigError`."""
+        try:
+            super().instantiate_classes()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def after_instantiate_classes(self) -> None:
         """Loggers instantiated some other way (e.g. in code) get the same early check."""

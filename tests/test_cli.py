@@ -67,6 +67,17 @@ def test_test_subcommand_scores_humaneval_problems(tmp_path):
     assert "humaneval_pass_at_1" in result.stdout
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    (("--model.sampling.num_generations", "1"), "sampling.num_generations must be >= 2"),
+    (("--model.policy.model", "./no-such-model"), "policy.model: cannot load './no-such-model'"),
+])
+def test_bad_config_values_get_one_clear_line(tmp_path, override, message):
+    result = _laimark("fit", "--config", str(SMOKE), *override, "--trainer.logger.init_args.tracking_uri",
+                      f"sqlite:///{tmp_path}/mlflow.db", "--trainer.callbacks", "[]", cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_smoke_config_end_to_end_registers_a_scored_version(tmp_path):
     """The README's main job: GRPO, refresh, prompt evolution, HumanEval, registry, on a real store."""

@@ -27,8 +27,10 @@ Example (YAML for ``laimark fit``)::
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,7 @@ class CurriculumRefresh(pl.Callback):
         recalibrate_pool: re-measure the pool's pass rates (and retire what left the window).
         max_pool_size: keep at most this many problems (those nearest pass rate 0.5).
         bootstrap: at fit start, refresh once if the pool is empty (a run may start from nothing).
-        seed: base seed (refresh ``n`` uses ``seed + n``).
+        seed: base seed (refresh ``n`` uses ``seed + n``); ``None``: the run's ``seed_everything``.
         output_dir: where refresh files go (default ``<default_root_dir>/curriculum``).
         reserved: JSONL of problems never to admit (the ``PromptEvolution`` held-out set): new
             candidates that duplicate them are rejected like duplicates of the pool.
@@ -103,7 +105,7 @@ class CurriculumRefresh(pl.Callback):
         recalibrate_pool: bool = True,
         max_pool_size: int | None = None,
         bootstrap: bool = True,
-        seed: int = 0,
+        seed: int | None = None,
         output_dir: str | None = None,
         reserved: str | None = None,
         generator: TextGenerator | None = None,
@@ -144,6 +146,9 @@ class CurriculumRefresh(pl.Callback):
             self.refresh(trainer, pl_module, trigger="bootstrap")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        if last_epoch:
+            return  # nothing would train on it (the next round's fit bootstraps its own)
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.refresh(trainer, pl_module, trigger=f"epoch {trainer.current_epoch}")
 
@@ -184,10 +189,13 @@ class CurriculumRefresh(pl.Callback):
                 raise AttributeError(f"{type(pl_module).__name__} needs .policy and .sandbox for CurriculumRefresh")
             if self._decontaminator is None and self.round_config.decontaminate:
                 self._decontaminator = Decontaminator()
+            mode = getattr(pl_module, "answer_mode", self.round_config.calibration.answer_mode)
+            config = replace(self.round_config, calibration=replace(self.round_config.calibration, answer_mode=mode))
             with torch.no_grad():
                 result, old = run_round(
-                    generator, sandbox, pool, self.round_config,
-                    system_prompt=getattr(pl_module, "system_prompt", None), seed=self.seed + self.refreshes,
+                    generator, sandbox, pool, config,
+                    system_prompt=getattr(pl_module, "system_prompt", None),
+                    seed=run_seed(self.seed) + self.refreshes,
                     decontaminator=self._decontaminator, recalibrate=pool if self.recalibrate_pool else (),
                     reserved=self.reserved)
             allowed = getattr(_datamodule(trainer), "problem_types", None)
@@ -284,6 +292,11 @@ def _row(problem: Problem) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- logging helpers
+def run_seed(seed: int | None) -> int:
+    """``seed``, else the run's ``seed_everything`` value (so one seed reaches every sampler)."""
+    return seed if seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 def publish_metrics(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
     """Send ``metrics`` to every logger (at the current global step) and to ``callback_metrics``."""
     for logger in trainer.loggers:

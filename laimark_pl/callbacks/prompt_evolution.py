@@ -28,7 +28,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from laimark_pl.callbacks.curriculum_refresh import log_artifacts, publish_metrics
+from laimark_pl.callbacks.curriculum_refresh import log_artifacts, publish_metrics, run_seed
 from laimark_pl.generation import TextGenerator
 from laimark_pl.problems import Problem, builtin_heldout_path, read_problems
 from laimark_pl.prompt_evolution import EvolutionConfig, check_heldout, evolve_prompt
@@ -53,7 +53,7 @@ class PromptEvolution(pl.Callback):
         mutation_temperature: sampling temperature of the meta-prompts.
         at_fit_start: search before the first training step.
         every_n_epochs: search again after every N-th epoch on the updated weights (0: never).
-        seed: base seed (search ``n`` uses ``seed + n``).
+        seed: base seed (search ``n`` uses ``seed + n``); ``None``: the run's ``seed_everything``.
         output_dir: where prompts and histories go (default ``<default_root_dir>/prompt_evolution``).
         generator: search with this model instead of ``pl_module.policy``.
     """
@@ -71,7 +71,7 @@ class PromptEvolution(pl.Callback):
         mutation_temperature: float = 0.9,
         at_fit_start: bool = True,
         every_n_epochs: int = 0,
-        seed: int = 0,
+        seed: int | None = None,
         output_dir: str | None = None,
         generator: TextGenerator | None = None,
     ) -> None:
@@ -81,7 +81,8 @@ class PromptEvolution(pl.Callback):
         self.config = EvolutionConfig(
             population=population, generations=generations, elite=elite, crossover_share=crossover_share,
             eval_samples=eval_samples, eval_temperature=eval_temperature, eval_max_new_tokens=max_new_tokens,
-            mutation_temperature=mutation_temperature, seed=seed)
+            mutation_temperature=mutation_temperature)
+        self.seed = seed
         self.at_fit_start = at_fit_start
         self.every_n_epochs = every_n_epochs
         self.output_dir = output_dir
@@ -139,7 +140,7 @@ class PromptEvolution(pl.Callback):
         try:
             if generator is None or sandbox is None:
                 raise AttributeError(f"{type(pl_module).__name__} needs .policy and .sandbox for PromptEvolution")
-            config = EvolutionConfig(**{**self.config.__dict__, "seed": self.config.seed + self.searches})
+            config = EvolutionConfig(**{**self.config.__dict__, "seed": run_seed(self.seed) + self.searches})
             with torch.no_grad():
                 result = evolve_prompt(generator, sandbox, self.heldout, config,
                                        initial=(current or OPERATIONAL_SYSTEM_PROMPT,), progress=False)

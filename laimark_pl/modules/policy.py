@@ -170,6 +170,10 @@ def _decoding_kwargs(temperature: float, top_p: float) -> dict:
     return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
 
 
+class ModelLoadError(OSError):
+    """The base model or adapter named in the config cannot be loaded (the message names the field)."""
+
+
 def load_policy(config: PolicyConfig, device: str | torch.device | None = None) -> Policy:
     """Load base model + tokenizer and wrap the model in a (new or existing) LoRA adapter.
 
@@ -195,7 +199,10 @@ def load_policy(config: PolicyConfig, device: str | torch.device | None = None) 
         )
     if target.type == "cuda":
         kwargs["device_map"] = {"": target}
-    base = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except OSError as exc:  # not a directory, file or reachable hub id
+        raise ModelLoadError(f"policy.model: cannot load {config.model!r}: {str(exc).splitlines()[0]}") from exc
     if "gguf_file" in extra:  # name the file, not its directory, as the adapter's base_model_name_or_path
         base.name_or_path = base.config.name_or_path = str(Path(location) / extra["gguf_file"])
     tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=config.trust_remote_code,
@@ -209,6 +216,8 @@ def load_policy(config: PolicyConfig, device: str | torch.device | None = None) 
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     if config.adapter:
+        if not (Path(config.adapter) / "adapter_config.json").is_file():
+            raise ModelLoadError(f"policy.adapter: no peft adapter (adapter_config.json) in {config.adapter!r}")
         model = PeftModel.from_pretrained(base, config.adapter, is_trainable=config.trainable)
     else:
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,

@@ -65,3 +65,18 @@ def test_failures_and_oversized_arithmetic_fail_the_assert():
     assert evaluate("assert len(list(range(f(1)))) == 1", 10 ** 12)[0][0] is False
     assert evaluate("assert 2 ** f(1) > 0", 10 ** 9)[0][0] is False
     assert evaluate("assert sorted(f(1)) == [1, 2]", [2, "x"])[0][0] is False
+
+
+def test_entry_point_is_called_even_when_named_like_a_builtin():
+    plan = plan_asserts("assert sorted([3, 1]) == [1, 3]\nassert max(1, 2) == 2", "sorted")
+    assert plan.calls == [RemoteCall("sorted", ([3, 1],), {})]  # max stays the real builtin
+    assert plan_asserts("assert sorted([3, 1]) == [1, 3]", None).calls == []  # no entry point: builtin
+    assert plan_asserts("assert sorted([3, 1]) == [1, 3]", "f").calls == []
+
+
+@pytest.mark.parametrize("tests,entry_point", [
+    ("assert sorted == 1", "sorted"),  # the function under test as a value: the tester handles it
+    ("def check(c):\n    assert c(1) == 2\ncheck(max)\n", "f"),  # a builtin handed to check()
+])
+def test_ambiguous_builtin_uses_are_not_planned(tests, entry_point):
+    assert plan_asserts(tests, entry_point) is None

@@ -168,6 +168,121 @@ def test_tester_cannot_be_killed_into_passing(sandbox):
     assert_fails(sandbox, code, CHECK_TESTS, "f")
 
 
+SHADOW_TESTER = ["def check(candidate):\n    for x in range(1, 4):\n        assert candidate(x) == 2 * x\n",
+                 "def check(candidate):\n    for x in [1.0, 2.0]:\n        assert abs(candidate(x) - 2 * x) < 1e-6\n",
+                 "assert all(f(i) == 2 * i for i in [1, 2])",
+                 "for i in [1, 2]:\n    assert len([f(i)]) == 1 and f(i) == 2 * i\n"]
+
+
+@pytest.mark.parametrize("shadow", [
+    "def range(*a):\n    return []",
+    "def abs(x):\n    return 0",
+    "def all(x):\n    return True",
+    "def len(x):\n    return 1\nbuiltins_eq = True\ndef isinstance(*a):\n    return True",
+    "globals()['range'] = lambda *a: []\nglobals()['all'] = lambda x: True\nabs = lambda x: 0",
+], ids=["range", "abs", "all", "several", "dynamic"])
+@pytest.mark.parametrize("tests", SHADOW_TESTER, ids=["check-range", "check-abs", "all", "for-block"])
+def test_programs_never_shadow_the_tests_builtins(sandbox, shadow, tests):
+    """Tests run in the tester see only the entry point and the program names they need: a
+    program redefining range/abs/all/... cannot make a wrong function pass."""
+    assert_fails(sandbox, "def f(x):\n    return 0\n" + shadow, tests, "f")
+    verdict, _ = run(sandbox, "def f(x):\n    return 2 * x\n" + shadow, tests, "f")
+    assert verdict.passed, verdict  # the right function still passes: its shadows are ignored
+
+
+def test_program_cannot_replace_the_tests_check(sandbox):
+    code = "def f(x):\n    return 0\ndef check(candidate):\n    return None"
+    tests = "def check(candidate):\n    for x in range(3):\n        assert candidate(x) == x + 1\n"
+    assert_fails(sandbox, code, tests, "f")
+    assert_fails(sandbox, code, "for x in range(3):\n    check(f)\n", "f")  # tests that use an undefined check
+
+
+@pytest.mark.parametrize("code,tests,entry_point", [
+    ("def sorted(x):\n    return 0", "assert sorted([3, 1]) == [1, 3]", "sorted"),
+    ("def max(a, b):\n    return 0", "assert max(2, 5) == 5", None),
+    ("import os\nos._exit(0)", "assert max(2, 5) == 5", None),
+    ("x = 1", "assert 1 + 1 == 2\nassert sorted([2, 1]) == [1, 2]", None),
+    ("def f(x):\n    return 'G'\ndef abs(x):\n    return f(x)", "assert f(2) == abs(-2)", "f"),
+    ("def f(x):\n    return 'G'\ndef sorted(x):\n    return 'G'", "assert f(2) == sorted([2])[0]", None),
+], ids=["entry-point-named-sorted", "max-no-entry-point", "exit-and-builtins-only", "no-calls",
+        "expected-via-abs", "expected-via-sorted"])
+def test_parent_judged_builtins_are_real_and_the_program_must_be_called(sandbox, code, tests, entry_point):
+    verdict = assert_fails(sandbox, code, tests, entry_point)
+    if "f(2)" not in tests and "sorted([3, 1])" not in tests:
+        assert verdict.status == "error" and "never call the program" in verdict.detail, verdict
+
+
+@pytest.mark.parametrize("tests", ["assert sorted([3, 1]) == [1, 3]\nassert helper(1) == 1",
+                                   "for xs in [[3, 1]]:\n    assert sorted(xs) == [1, 3]\nassert helper(1) == 1"],
+                         ids=["asserts", "tester"])
+def test_builtin_never_stands_in_for_a_missing_entry_point(sandbox, tests):
+    verdict = assert_fails(sandbox, "def helper(x):\n    return x", tests, "sorted")
+    assert "sorted" in verdict.detail, verdict
+
+
+def test_honest_entry_point_named_like_a_builtin_passes(sandbox):
+    code = "def sorted(xs):\n    out = list(xs)\n    out.sort()\n    return out"
+    verdict, _ = run(sandbox, code, "assert sorted([3, 1]) == [1, 3]", "sorted")
+    assert verdict.passed and verdict.extra["mode"] == "asserts", verdict
+
+
+PLANT_IPC = """import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def f(x):
+    planted = [libc.shmget(0x4C51, 4096, 0o1600) >= 0, libc.semget(0x4C52, 1, 0o1600) >= 0,
+               libc.msgget(0x4C53, 0o1600) >= 0]
+    try:
+        open('/dev/mqueue/laimark-plant', 'w').close()
+        planted.append(True)
+    except OSError:
+        planted.append(False)
+    return planted
+"""
+FIND_IPC = """import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def f(x):
+    return [libc.shmget(0x4C51, 0, 0) >= 0, libc.semget(0x4C52, 0, 0) >= 0, libc.msgget(0x4C53, 0) >= 0,
+            os.path.exists('/dev/mqueue/laimark-plant')]
+"""
+
+
+def test_ipc_objects_do_not_persist_between_runs(sandbox):
+    """System V shared memory, semaphores and message queues and POSIX message queues outlive
+    the process that made them: none may reach a later execution."""
+    planted = sandbox.check([Program(PLANT_IPC, "assert f(0) == [True, True, True, True]")] * 2)
+    assert all(v.passed for v in planted), planted  # the plants really were made...
+    found = sandbox.check([Program(FIND_IPC, "assert f(0) == [False, False, False, False]")] * 2)
+    assert all(v.passed for v in found), found  # ...and no later run finds any of them
+
+
+PLANT_MODULES = """import importlib, os, sys, tempfile
+def f(x):
+    for where in (os.getcwd(), tempfile.gettempdir(), '/tmp'):
+        for name in ('json', 'threading', 'colorsys'):
+            try:
+                with open(os.path.join(where, name + '.py'), 'w') as fh:
+                    fh.write('PLANTED = True\\n')
+            except OSError:
+                pass
+    return real_modules()
+def real_modules():
+    importlib.invalidate_caches()
+    for name in ('json', 'threading', 'colorsys'):
+        sys.modules.pop(name, None)
+    import json, threading, colorsys
+    return [not hasattr(m, 'PLANTED') for m in (json, threading, colorsys)] + ['' not in sys.path]
+"""
+
+
+def test_planted_modules_are_never_imported(sandbox):
+    """Nothing in the working directory or /tmp is importable as a module (``-I``: no '' on
+    sys.path), so one program cannot plant ``json.py`` for itself or a concurrent one."""
+    importer = PLANT_MODULES.replace("def f(x):", "def plant(x):").replace("def real_modules():", "def f(x):")
+    verdicts = sandbox.check([Program(PLANT_MODULES, "assert f(1) == [True, True, True, True]"),
+                              Program(importer, "assert f(1) == [True, True, True, True]")])
+    assert all(v.passed for v in verdicts), verdicts
+
+
 # ------------------------------------------------------------------ isolation
 
 

@@ -1,7 +1,7 @@
 """The parent's judgement of what a run sent back (no process involved)."""
 
 from laimark_pl.sandbox.asserts import plan_asserts
-from laimark_pl.sandbox.judge import judge_calls, judge_tester
+from laimark_pl.sandbox.judge import NEVER_CALLED, judge_calls, judge_tester
 from laimark_pl.sandbox.wire import encode_value
 
 PLAN = plan_asserts("assert f(1) == 2\nassert f(2) == 3", "f")
@@ -44,3 +44,12 @@ def test_tester_reports():
     assert judge_tester([{"load": "ok", "units": [[True, ""]], "died": True}], "")[0] == "crashed"
     assert judge_tester([ok, ok], "")[0] == "crashed"  # exactly one report
     assert judge_tester([], "")[0] == "crashed"
+
+
+def test_asserts_that_never_call_the_program_are_an_error_not_a_pass():
+    builtins_only = plan_asserts("assert max(2, 5) == 5\nassert sorted([3, 1]) == [1, 3]", None)
+    assert builtins_only.units and not builtins_only.calls
+    assert judge_calls(builtins_only, [["loaded"]], "") == ("error", NEVER_CALLED, 0, 2)
+    uncalled = {"load": "ok", "units": [[True, ""]], "died": False, "calls": 0}
+    assert judge_tester([uncalled], "") == ("error", NEVER_CALLED, 0, 1)
+    assert judge_tester([{**uncalled, "calls": 3}], "")[0] == "passed"

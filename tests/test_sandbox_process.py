@@ -129,6 +129,35 @@ def test_stateful_program_sees_calls_in_order(sandbox):
     assert check_one(sandbox, code, "assert f(1) == [1]\nassert f(2) == [1, 2]").passed
 
 
+@pytest.mark.parametrize("tests,units", [
+    ("for i in range(3):\n    assert f(i) == 2 * i\n", 1),
+    ("for i in range(3):\n    assert f(i) == 2 * i\nassert f(1) == 2", 2),
+    ("import contextlib\nif True:\n    assert f(1) == 2\nwhile False:\n    pass\n"
+     "with contextlib.suppress(KeyError):\n    assert f(2) == 4\n", 2),
+    ("def check(candidate):\n    assert candidate(2) == 4\nfor _ in range(2):\n    check(f)\n", 1),
+], ids=["for", "for-and-assert", "if-with", "check-in-for"])
+def test_asserts_inside_top_level_blocks_are_units(sandbox, tests, units):
+    right = check_one(sandbox, DOUBLE, tests, "f")
+    assert right.passed and right.tests_total == units, right
+    wrong = check_one(sandbox, "def f(x):\n    return 2 * x + (x == 2)", tests, "f")
+    assert wrong.status == "failed" and wrong.tests_passed == units - 1, wrong
+
+
+def test_program_helpers_are_seen_but_builtins_are_never_shadowed(sandbox):
+    code = "def f(x):\n    return 2 * x\ndef poly(x):\n    return x + 1\ndef len(x):\n    return 99"
+    tests = "def check(candidate):\n    for x in range(3):\n        assert candidate(x) == 2 * x\n" \
+            "        assert poly(x) == x + 1 and len([x]) == 1\n"
+    verdict = check_one(sandbox, code, tests, "f")
+    assert verdict.passed and verdict.extra["mode"] == "tester", verdict
+
+
+def test_workers_start_isolated_from_the_working_directory(sandbox):
+    code = ("import os, sys\ndef f():\n"
+            "    return [sys.flags.isolated, sys.flags.no_site, '' in sys.path, os.getcwd() in sys.path]")
+    verdict = check_one(sandbox, code, "assert f() == [1, 1, False, False]")
+    assert verdict.passed, verdict
+
+
 # ------------------------------------------------------------------ honest programs
 
 
@@ -324,3 +353,33 @@ def test_many_memory_hogs_together_stay_within_the_workers_cgroup():
         with open(f"{group}/{peak_file}") as peak, open(f"{group}/{limit_file}") as limit:
             assert int(peak.read()) <= int(limit.read()) <= (2 * 128 + 64 + 64) << 20  # not 24 x 128 MB
         assert sb.check([Program(DOUBLE, "assert f(2) == 4")])[0].passed
+
+
+SHM_HOG = """import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+def f():
+    made = 0
+    for key in range(4):
+        sid = libc.shmget(0x5000 + key, 120 << 20, 0o1600)
+        addr = libc.shmat(sid, None, 0) if sid >= 0 else None
+        if addr in (None, ctypes.c_void_p(-1).value):
+            continue
+        ctypes.memset(addr, 1, 120 << 20)
+        libc.shmdt(ctypes.c_void_p(addr))
+        made += 1
+    return made
+"""
+
+
+def test_shared_memory_left_by_one_run_never_starves_the_next():
+    """System V segments outlive their process (and count against the worker's memory): the
+    worker removes them after every execution, so an honest 200 MB program still passes."""
+    honest = Program("def g():\n    return len(bytearray(200 << 20))", "assert g() == 200 << 20")
+    with ProcessSandbox(workers=1, timeout_s=5.0, memory_mb=256) as sb:
+        assert sb.check([honest])[0].passed
+        hog = sb.check([Program(SHM_HOG, "assert f() == 4")])[0]
+        assert hog.status in ("passed", "failed", "memory", "crashed"), hog
+        for _ in range(2):
+            verdict = sb.check([honest])[0]
+            assert verdict.passed, (hog, verdict)

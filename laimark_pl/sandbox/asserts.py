@@ -11,6 +11,11 @@ The evaluator understands a small, side-effect-free subset of Python (literals, 
 with size guards, comparisons, boolean logic, subscripts and a whitelist of pure builtins and
 ``math`` functions). Tests using anything else get ``None`` from `plan_asserts` and are run by
 the two-process tester instead (see ``harness.py``).
+
+Names follow ``names.py`` (as in the tester): the entry point is always a call into the
+candidate, even when it is named like a builtin; every other whitelisted builtin is the real
+one, whatever the program defines. Asserts that never call the program test nothing: the
+judge gives such a plan an ``"error"`` verdict.
 """
 
 from __future__ import annotations
@@ -137,7 +142,7 @@ class _Planner:
                   and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "check"):
                 call = stmt.value
                 if check is None or invoked or len(call.args) != 1 or call.keywords \
-                        or not isinstance(call.args[0], ast.Name):
+                        or not isinstance(call.args[0], ast.Name) or self._is_builtin(call.args[0].id, env):
                     raise NotAssertShaped("unsupported check() invocation")
                 self._statements(check.body, dict(env), {check.args.args[0].arg: call.args[0].id})
                 invoked = True
@@ -206,7 +211,8 @@ class _Planner:
                 self._validate(child, env, aliases, calls)
             return
         if isinstance(node, ast.Name):
-            if node.id in aliases or not (node.id in env or node.id in _SAFE_FUNCS):
+            if node.id in aliases or not (node.id in env or node.id in _SAFE_FUNCS) \
+                    or (node.id == self.entry_point and node.id not in env):
                 raise NotAssertShaped(f"name {node.id!r}")
             return
         if isinstance(node, ast.Attribute):
@@ -225,11 +231,18 @@ class _Planner:
             return None
         if func.id in aliases:
             return aliases[func.id]
-        if func.id in env or func.id in _SAFE_FUNCS:
+        if func.id in env:
+            return None
+        if func.id == self.entry_point:  # the function under test, even if named like a builtin
+            return func.id
+        if func.id in _SAFE_FUNCS:  # the real builtin, whatever the program defines (names.py)
             return None
         if hasattr(builtins, func.id):  # e.g. __import__, print, map: leave these to the tester
             raise NotAssertShaped(f"builtin {func.id}()")
         return func.id
+
+    def _is_builtin(self, name: str, env: dict) -> bool:
+        return name not in env and name != self.entry_point and hasattr(builtins, name)
 
     @staticmethod
     def _safe_callee(func: ast.expr, env: dict) -> bool:

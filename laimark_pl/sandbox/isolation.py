@@ -2,7 +2,9 @@
 
 Expensive pieces (network/mount/IPC/UTS namespaces and the read-only minimal root filesystem)
 are set up once per worker by `WorkerJail.enter`; per execution a forked child only calls
-`confine_child` (chroot, fresh scratch dir, rlimits, uid drop, empty environment).
+`confine_child` (chroot, fresh scratch dir, rlimits, uid drop, empty environment), and the
+worker calls `WorkerJail.remove_ipc` afterwards (IPC objects outlive the processes that made
+them; a fresh IPC namespace per execution would cost ~0.2 CPU ms, this check ~5 us).
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class WorkerJail:
     degraded: list[str] = field(default_factory=list)
     nproc_base: int = 0  # processes this user already has (RLIMIT_NPROC without a private uid)
     user_namespace: bool = False  # isolation from an unprivileged user namespace (caps dropped per child)
+    private_ipc: bool = False  # this worker has an IPC namespace of its own (every object in it is ours)
+    mqueue_dir: str = ""  # where this worker sees its IPC namespace's POSIX message queues
 
     uid_index: int = -1  # host-wide unique index of this worker's uid pair (see `claim_uid_index`)
     cgroup: str = ""  # this worker's memory cgroup directory (root only)
@@ -132,11 +136,12 @@ class WorkerJail:
         try:
             unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
         except IsolationError as exc:
-            self._degrade(f"namespaces refused ({exc.strerror}): no network or filesystem isolation")
+            self._degrade(f"namespaces refused ({exc.strerror}): no network or filesystem isolation, "
+                          "POSIX message queues of the sandbox uids may outlive an execution")
             self.drop_uids = True
             self._plain_scratch()
             return
-        self.drop_uids = True
+        self.drop_uids = self.private_ipc = True
         try:
             self._build_root()
         except OSError as exc:
@@ -179,7 +184,7 @@ class WorkerJail:
                           "no per-execution uids (only temp dirs, rlimits and tree killing apply)")
             self._plain_scratch()
             return
-        self.user_namespace = True
+        self.user_namespace = self.private_ipc = True
         self._degrade("not running as root: executions share your uid (RLIMIT_NPROC counts all your "
                       "processes; leftovers are found by process-tree scan) and memory is limited per "
                       "process only")
@@ -226,6 +231,12 @@ class WorkerJail:
             if os.path.exists(path):
                 self._bind(path, root, bound, is_file=True)
         os.symlink("/tmp", root + "/dev/shm")  # POSIX semaphores/shared memory land in the scratch dir
+        try:  # the IPC namespace's message queues, seen (and emptied) by the worker
+            os.mkdir(root + "/dev/mqueue", 0o755)
+            mount("mqueue", root + "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            self.mqueue_dir = "/dev/mqueue"
+        except OSError as exc:
+            self._degrade(f"no mqueue mount ({exc}): POSIX message queues may outlive an execution")
         scratch = root + "/tmp"
         os.makedirs(scratch)
         mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
@@ -266,6 +277,67 @@ class WorkerJail:
     def scratch_path(self) -> str:
         """The scratch directory as seen by the worker itself (for cleaning)."""
         return self.chroot + self.scratch_dir if self.chroot else self.scratch_dir
+
+    def remove_ipc(self) -> list[str]:
+        """Remove the IPC objects executions left behind (System V shared memory, semaphores,
+        message queues; POSIX message queues), called by the worker once every process of an
+        execution is gone. In a private IPC namespace that is every object, found by a cheap
+        count first; in the host's (namespaces refused) those the sandbox uids created. Without
+        either (``isolate=False``: the container's server sweeps between batches) nothing.
+        Returns what could not be removed."""
+        problems: list[str] = []
+        if self.private_ipc:
+            if sysv_ipc_in_use():
+                problems += remove_sysv_ipc()
+        elif self.drop_uids:
+            problems += remove_sysv_ipc(creators={self.candidate_uid, self.tester_uid})
+        if self.mqueue_dir:
+            path = (self.chroot or "") + self.mqueue_dir
+            for entry in os.scandir(path):
+                try:
+                    os.unlink(entry.path)
+                except OSError as exc:
+                    problems.append(f"cannot remove message queue {entry.name}: {exc.strerror}")
+        return problems
+
+
+IPC_RMID, SHM_INFO, SEM_INFO, MSG_INFO = 0, 14, 19, 12
+SYSV_IPC = {"shm": "shmctl", "sem": "semctl", "msg": "msgctl"}  # /proc/sysvipc table -> removal call
+_ipc_info = ctypes.create_string_buffer(64)  # struct shm_info / seminfo / msginfo (the worker is single-threaded)
+
+
+def sysv_ipc_in_use() -> bool:
+    """Whether this IPC namespace holds any System V object (three syscalls, no /proc reads):
+    ``shm_info.used_ids``, ``seminfo.semusz`` and ``msginfo.msgpool`` count them."""
+    buf = _ipc_info
+    for query, offset in ((lambda: _libc.shmctl(0, SHM_INFO, buf), 0),
+                          (lambda: _libc.semctl(0, 0, SEM_INFO, buf), 28),
+                          (lambda: _libc.msgctl(0, MSG_INFO, buf), 0)):
+        if query() < 0 or int.from_bytes(buf.raw[offset:offset + 4], sys.byteorder):
+            return True  # in use (or the kernel would not say: let the caller look)
+    return False
+
+
+def remove_sysv_ipc(creators: set[int] | None = None) -> list[str]:
+    """Remove the System V shared-memory segments, semaphore sets and message queues of this
+    IPC namespace: all of them, or those whose creator uid is in ``creators``. Returns what
+    could not be removed."""
+    problems = []
+    for table, call in SYSV_IPC.items():
+        try:
+            with open(f"/proc/sysvipc/{table}") as handle:
+                header, *rows = [line.split() for line in handle.read().splitlines() if line.strip()]
+            id_col, cuid_col = 1, header.index("cuid")
+        except (OSError, ValueError):
+            continue
+        for row in rows:
+            if creators is not None and int(row[cuid_col]) not in creators:
+                continue
+            ipc_id = int(row[id_col])
+            args = (ipc_id, 0, IPC_RMID, None) if table == "sem" else (ipc_id, IPC_RMID, None)
+            if getattr(_libc, call)(*args) != 0:
+                problems.append(f"cannot remove System V {table} {ipc_id}: {os.strerror(ctypes.get_errno())}")
+    return problems
 
 
 def _create_memory_cgroup(name: str, limit_bytes: int) -> str:

@@ -12,12 +12,15 @@ from laimark_pl.sandbox.asserts import AssertPlan, RemoteFailure, evaluate_unit
 from laimark_pl.sandbox.wire import FrameError, Unplain, decode_value
 
 Judgement = tuple[str, str, int, int]
+NEVER_CALLED = "the tests never call the program"  # asserts about builtins alone test nothing
 
 
 def judge_calls(plan: AssertPlan, frames: list, frame_error: str) -> Judgement:
     """Judge an assert-shaped run: the parent evaluates every assert on the decoded answers.
     A pass needs every answer, in order; missing answers mean "crashed"."""
     total = len(plan.units)
+    if not plan.calls:
+        return "error", NEVER_CALLED if total else "the tests contain no assertions", 0, total
     if frame_error:
         return "crashed", frame_error, 0, total
     if not frames or not isinstance(frames[0], list) or not frames[0]:
@@ -84,6 +87,8 @@ def judge_tester(frames: list, frame_error: str) -> Judgement:
         return "crashed", "the program stopped answering calls", passed_n, total
     if total == 0:
         return "error", "the tests contain no assertions", 0, 0
+    if report.get("calls") == 0:  # the tester always counts its calls into the program
+        return "error", NEVER_CALLED, 0, total
     if passed_n == total:
         return "passed", "", passed_n, total
     return ("memory" if report.get("memory") else "failed"), first_failure, passed_n, total

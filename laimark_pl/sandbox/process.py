@@ -37,7 +37,7 @@ from typing import Any
 
 from laimark_pl.sandbox.asserts import AssertPlan, plan_asserts
 from laimark_pl.sandbox.isolation import Limits
-from laimark_pl.sandbox.judge import judge_calls, judge_tester
+from laimark_pl.sandbox.judge import NEVER_CALLED, judge_calls, judge_tester
 from laimark_pl.sandbox.types import Program, Verdict
 from laimark_pl.sandbox.wire import (
     FrameBuffer,
@@ -97,8 +97,8 @@ class ProcessSandbox:
 
     Verdict statuses: ``passed``; ``failed`` (an assert did not hold, the program raised, or
     returned non-plain data); ``error`` (bad input: syntax errors, non-UTF-8 text, oversized
-    sources, tests without assertions); ``timeout``; ``memory``; ``output_limit``; ``crashed``
-    (the program died before answering every call).
+    sources, tests without assertions or that never call the program); ``timeout``; ``memory``;
+    ``output_limit``; ``crashed`` (the program died before answering every call).
     """
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 512,
@@ -217,6 +217,8 @@ class ProcessSandbox:
             return Verdict("error", False, detail=f"tests too complex to parse: {type(exc).__name__}")
         if plan is not None and not plan.units:
             return Verdict("error", False, detail="the tests contain no assertions")
+        if plan is not None and not plan.calls:
+            return Verdict("error", False, detail=NEVER_CALLED, tests_total=len(plan.units))
         payload = _payload(program, plan)
         worker = self._idle.get()
         try:
@@ -278,13 +280,15 @@ class _Worker:
         config = json.dumps({"fd": child.fileno(), "slot": self.slot, "isolate": sb.isolate,
                              "timeout_s": sb.timeout_s, "limits": asdict(sb.limits)})
         paths = [_PACKAGE_ROOT, *_site_dirs()]
-        code = (f"import sys; sys.path[1:1] = {paths!r}; "
+        code = (f"import sys; sys.path += {paths!r}; "
                 "from laimark_pl.sandbox.zygote import main; main(sys.argv[1])")
         # LD_BIND_NOW: resolve every symbol once, in the worker, instead of in (and copying a page
         # of) each execution child that first calls a libc function.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LD_BIND_NOW": "1"}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-E", "-S", "-c", code, config], pass_fds=(child.fileno(),),
+            # -I: no '' (the working directory) on sys.path, no PYTHON* variables, no user site;
+            # -S: no site. The package and site dirs come after the standard library.
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code, config], pass_fds=(child.fileno(),),
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
                                          cwd="/", close_fds=True)
         finally:

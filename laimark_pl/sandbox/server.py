@@ -35,6 +35,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
+from laimark_pl.sandbox.isolation import remove_sysv_ipc
 from laimark_pl.sandbox.types import Program, Verdict, program_to_dict, verdict_to_dict
 
 PROTOCOL_VERSION = 1
@@ -187,30 +188,6 @@ def _real_uid(pid: str) -> int:
             if line.startswith("Uid:"):
                 return int(line.split()[1])
     return -1
-
-
-IPC_RMID = 0
-SYSV_IPC = {"shm": "shmctl", "sem": "semctl", "msg": "msgctl"}  # /proc/sysvipc table -> removal call
-
-
-def remove_sysv_ipc() -> list[str]:
-    """Remove every System V shared-memory segment, semaphore set and message queue of this IPC
-    namespace (the container's own); returns what could not be removed."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    problems = []
-    for table, call in SYSV_IPC.items():
-        try:
-            with open(f"/proc/sysvipc/{table}") as handle:
-                ids = [int(line.split()[1]) for line in handle.read().splitlines()[1:] if line.strip()]
-        except OSError:
-            continue
-        for ipc_id in ids:
-            args = (ipc_id, 0, IPC_RMID, None) if table == "sem" else (ipc_id, IPC_RMID, None)
-            if getattr(libc, call)(*args) != 0:
-                problems.append(f"cannot remove System V {table} {ipc_id}: {os.strerror(ctypes.get_errno())}")
-    return problems
 
 
 def _remove(path: str) -> None:

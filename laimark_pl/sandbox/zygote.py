@@ -7,7 +7,7 @@ the parent created (``job``, ``result``, ``stdout``, ``stderr``), so programs an
 straight from the parent to the children and this process never holds them (a child forked
 from it cannot find them in its memory). After the children finish (or the deadline passes, or
 the parent asks), it kills every leftover process of the execution, empties the scratch
-directory and reports exit statuses.
+directory, removes the IPC objects it left and reports exit statuses.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def _execute(jail: WorkerJail, tester: bool, fds: list[int], sock: socket.socket
     timed_out, killed_by_parent, statuses = _wait(jail, children, sock, started + timeout_s)
     leftovers = _reap_leftovers(jail)
     _cleanup_scratch(jail)
+    for problem in jail.remove_ipc():  # shared memory etc. outlive processes: never the next run's
+        os.write(2, f"laimark sandbox worker: {problem}\n".encode())
     return pack_report(statuses.get("candidate"), statuses.get("tester"), timed_out, killed_by_parent, leftovers)
 
 

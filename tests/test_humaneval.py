@@ -220,3 +220,17 @@ def test_completions_file_errors_name_file_line_and_field(tmp_path: Path) -> Non
 def test_report_without_samples_is_well_formed() -> None:
     report = EvalReport(mode="full", results=[], pass_at_k={})
     assert report.summary()["total"] == 0 and report.pass_at_1 == 0.0
+
+
+def test_score_judges_every_problem_type_with_the_training_extraction(sandbox) -> None:
+    """`score` is also what `validate`/`test` use: derived task types are judged, not just HumanEval."""
+    code = "def double(x):\n    return 2 * x"
+    deduction = Problem(prompt="", tests="", entry_point="double", problem_type="deduction", code=code,
+                        func_name="double", input="21", expected="42")
+    abduction = Problem(prompt="", tests="", entry_point="double", problem_type="abduction", code=code,
+                        func_name="double", expected="10")
+    report = score([deduction, deduction, abduction],
+                   [["<answer>42</answer>"], ["<answer>double(21)</answer>"], ["I think 5. <answer>5</answer>"]],
+                   sandbox, progress=False)
+    assert [r.passed[0] for r in report.results] == [True, False, True]
+    assert report.results[1].statuses == ["answer_format"]  # a call is not a literal: never run

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 
 from laimark_pl.evaluation.passk import pass_at_ks
 from laimark_pl.generation import TextGenerator
+from laimark_pl.modules.rewards import answer_program
 from laimark_pl.problems import FieldError, Problem, ProblemFileError, parse_jsonl
-from laimark_pl.prompts import ANSWER_MODES, AnswerMode, extract_code, user_prompt
+from laimark_pl.prompts import ANSWER_MODES, AnswerMode, user_prompt
 from laimark_pl.sandbox.types import Program, Sandbox, Verdict
 
 HUMANEVAL_SIZE = 164
@@ -190,22 +191,23 @@ def score(
         raise ValueError(f"{len(problems)} problems but {len(completions)} completion lists")
     results = [TaskResult(task_id=task_id(p), completions=list(c)) for p, c in zip(problems, completions,
                                                                                    strict=True)]
-    programs: list[Program] = []
+    programs: list[Program | None] = []
     owners: list[int] = []
     for i, (problem, result) in enumerate(tqdm(list(zip(problems, results, strict=True)), desc="extract code",
                                                disable=not progress, leave=False)):
         for completion in result.completions:
-            source = extract_code(completion, problem.prompt, problem.entry_point)
-            result.programs.append(source)
-            programs.append(problem.check_program(source))
+            program = answer_program(problem, completion)
+            result.programs.append(program.code if program is not None else "")
+            programs.append(program)
             owners.append(i)
     start = time.perf_counter()
-    verdicts = _check_with_progress(sandbox, programs, progress)
+    verdicts = iter(_check_with_progress(sandbox, [p for p in programs if p is not None], progress))
     sandbox_s = time.perf_counter() - start
-    for i, verdict in zip(owners, verdicts, strict=True):
-        results[i].statuses.append(verdict.status)
-        results[i].passed.append(bool(verdict.passed))
-        results[i].details.append(verdict.detail)
+    for i, program in zip(owners, programs, strict=True):
+        verdict = next(verdicts) if program is not None else None
+        results[i].statuses.append(verdict.status if verdict is not None else "answer_format")
+        results[i].passed.append(bool(verdict is not None and verdict.passed))
+        results[i].details.append(verdict.detail if verdict is not None else "the answer is not a Python literal")
     for result in results:
         if not result.completions:
             result.statuses.append("missing")

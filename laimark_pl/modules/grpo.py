@@ -47,6 +47,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from laimark_pl.evaluation.humaneval import score
 from laimark_pl.modules.logprobs import completion_logprobs
 from laimark_pl.modules.losses import (
     AdvantageScaling,
@@ -58,7 +59,7 @@ from laimark_pl.modules.losses import (
     masked_mean,
 )
 from laimark_pl.modules.policy import Policy, PolicyConfig, Rollout, load_policy
-from laimark_pl.modules.rewards import CodeExecutionReward, RewardFunction, judge_completions
+from laimark_pl.modules.rewards import CodeExecutionReward, RewardFunction
 from laimark_pl.problems import Problem
 from laimark_pl.prompts import AnswerMode, user_prompt
 from laimark_pl.sandbox.types import Sandbox
@@ -483,17 +484,16 @@ class GRPOModule(L.LightningModule):
             [user_prompt(p, self.answer_mode) for p in batch], num_samples=1, temperature=0.0,
             max_new_tokens=self.eval_config.max_new_tokens, system_prompt=self.system_prompt,
         )
-        completions = [t[0] for t in texts]
-        verdicts = judge_completions(batch, completions, self.sandbox)
-        for problem, completion, verdict in zip(batch, completions, verdicts, strict=True):
+        report = score(batch, texts, self.sandbox, mode=self.answer_mode, progress=False)  # the HumanEval harness
+        for problem, result in zip(batch, report.results, strict=True):
             self._eval_records.append({
-                "task_id": problem.extra.get("task_id", problem.entry_point),
+                "task_id": result.task_id,
                 "uid": problem.uid,
                 "problem_type": problem.problem_type,
-                "passed": bool(verdict is not None and verdict.passed),
-                "status": verdict.status if verdict is not None else "answer_format",
-                "detail": verdict.detail if verdict is not None else "answer is not a Python literal",
-                "completion": completion,
+                "passed": result.passed[0],
+                "status": result.statuses[0],
+                "detail": result.details[0],
+                "completion": result.completions[0],
             })
 
     def _log_pass_rate(self) -> None:

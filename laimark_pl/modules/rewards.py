@@ -29,6 +29,15 @@ class RewardFunction(Protocol):
                  sandbox: Sandbox | None = None) -> list[float]: ...
 
 
+def answer_program(problem: Problem, completion: str) -> Program | None:
+    """The sandbox program that judges ``completion`` (answer extracted per problem type), or None
+    for a deduction/abduction answer that is not a plain literal (it never reaches the sandbox)."""
+    try:
+        return problem.check_program(extract_answer(problem, completion))
+    except AnswerFormatError:
+        return None
+
+
 def judge_completions(problems: Sequence[Problem], completions: Sequence[str],
                       sandbox: Sandbox) -> list[Verdict | None]:
     """Sandbox verdicts for every completion, in ONE ``sandbox.check`` call.
@@ -42,11 +51,10 @@ def judge_completions(problems: Sequence[Problem], completions: Sequence[str],
     programs: list[Program] = []
     slots: list[int] = []
     for index, (problem, completion) in enumerate(zip(problems, completions, strict=True)):
-        try:
-            programs.append(problem.check_program(extract_answer(problem, completion)))
-        except AnswerFormatError:
-            continue
-        slots.append(index)
+        program = answer_program(problem, completion)
+        if program is not None:
+            programs.append(program)
+            slots.append(index)
     verdicts: list[Verdict | None] = [None] * len(completions)
     for index, verdict in zip(slots, sandbox.check(programs) if programs else [], strict=True):
         verdicts[index] = verdict

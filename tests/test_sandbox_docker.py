@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sandbox_programs import ipc_programs
 
 from laimark_pl.sandbox import Program, create
 from laimark_pl.sandbox.docker import CONTAINER_LABEL, DockerSandbox, SandboxUnavailableError, docker_client
@@ -155,24 +156,7 @@ def test_timed_out_work_is_killed_inside_the_container(sandbox):
     assert len(commands) == before and not any("sleep(600)" in c for c in commands), commands
 
 
-PLANT = """import ctypes, os
-libc = ctypes.CDLL(None, use_errno=True)
-def f(x):
-    planted = [libc.shmget(0x4C41, 4096, 0o1600) >= 0, libc.semget(0x4C42, 1, 0o1600) >= 0,
-               libc.msgget(0x4C43, 0o1600) >= 0]
-    try:
-        open('/dev/mqueue/laimark-plant', 'w').close()
-        planted.append(True)
-    except OSError:
-        planted.append(False)
-    return planted
-"""
-FIND = """import ctypes, os
-libc = ctypes.CDLL(None, use_errno=True)
-def f(x):
-    return [libc.shmget(0x4C41, 0, 0) >= 0, libc.semget(0x4C42, 0, 0) >= 0, libc.msgget(0x4C43, 0) >= 0,
-            os.path.exists('/dev/mqueue/laimark-plant')]
-"""
+PLANT, FIND = ipc_programs(0x4c41)
 
 
 @pytest.mark.docker

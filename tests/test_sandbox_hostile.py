@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sandbox_programs import ipc_programs
 
 from laimark_pl.sandbox import Program, create
 
@@ -226,24 +227,7 @@ def test_honest_entry_point_named_like_a_builtin_passes(sandbox):
     assert verdict.passed and verdict.extra["mode"] == "asserts", verdict
 
 
-PLANT_IPC = """import ctypes, os
-libc = ctypes.CDLL(None, use_errno=True)
-def f(x):
-    planted = [libc.shmget(0x4C51, 4096, 0o1600) >= 0, libc.semget(0x4C52, 1, 0o1600) >= 0,
-               libc.msgget(0x4C53, 0o1600) >= 0]
-    try:
-        open('/dev/mqueue/laimark-plant', 'w').close()
-        planted.append(True)
-    except OSError:
-        planted.append(False)
-    return planted
-"""
-FIND_IPC = """import ctypes, os
-libc = ctypes.CDLL(None, use_errno=True)
-def f(x):
-    return [libc.shmget(0x4C51, 0, 0) >= 0, libc.semget(0x4C52, 0, 0) >= 0, libc.msgget(0x4C53, 0) >= 0,
-            os.path.exists('/dev/mqueue/laimark-plant')]
-"""
+PLANT_IPC, FIND_IPC = ipc_programs(0x4c51)
 
 
 def test_ipc_objects_do_not_persist_between_runs(sandbox):

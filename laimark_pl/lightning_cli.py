@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import MLFlowLogger
 
 from laimark_pl.datamodules.curriculum import CurriculumDataModule
 from laimark_pl.modules.grpo import GRPOModule
@@ -25,7 +24,6 @@ from laimark_pl.problems import ProblemFileError
 from laimark_pl.registry.config_saver import MLflowSaveConfigCallback
 from laimark_pl.registry.tracking import (
     TrackingUnreachableError,
-    check_tracking_reachable,
     default_tracking_uri,
     prepare_tracking,
 )
@@ -71,12 +69,6 @@ class LaimarkCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-
-    def after_instantiate_classes(self) -> None:
-        """Loggers instantiated some other way (e.g. in code) get the same early check."""
-        for logger in self.trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                check_tracking_reachable(logger._tracking_uri)
 
 
 def run_lightning_cli(args: Sequence[str]) -> LaimarkCLI:

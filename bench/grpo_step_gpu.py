@@ -71,6 +71,8 @@ class StepRecorder(L.Callback):
             "training_s": float(m.get("time/training_s", float("nan"))),
             "tokens_per_s": float(m.get("train/generated_tokens_per_s", float("nan"))),
             "completion_len": float(m.get("train/completion_length_mean", float("nan"))),
+            "generation_peak_gib": float(m.get("memory/generation_peak_gib", float("nan"))),
+            "training_peak_gib": float(m.get("memory/training_peak_gib", float("nan"))),
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
         })
         print(json.dumps(self.rows[-1]), flush=True)
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--micro-batch-size", type=int, help="completions per forward/backward (default: all)")
     parser.add_argument("--load-in-4bit", action="store_true")
     parser.add_argument("--out", default="grpo_step_gpu.json")
     args = parser.parse_args()
@@ -95,7 +98,7 @@ def main() -> None:
         policy=PolicyConfig(model=model, dtype="bfloat16", load_in_4bit=args.load_in_4bit,
                             gradient_checkpointing=args.gradient_checkpointing, generation_batch_size=256),
         sampling=SamplingConfig(num_generations=args.generations, max_new_tokens=args.max_new_tokens),
-        grpo=GRPOConfig(), optim=OptimConfig(lr=1e-5))
+        grpo=GRPOConfig(micro_batch_size=args.micro_batch_size), optim=OptimConfig(lr=1e-5))
     data = CurriculumDataModule(batch_size=args.batch_size, eval_set="none", problem_types=["induction"])
     recorder = StepRecorder()
     trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-true", max_steps=args.steps, logger=False,
@@ -106,13 +109,16 @@ def main() -> None:
     summary = {
         "device": torch.cuda.get_device_name(), "model": args.model or f"{args.shape} (random weights)",
         "batch_size": args.batch_size, "generations": args.generations, "max_new_tokens": args.max_new_tokens,
-        "gradient_checkpointing": args.gradient_checkpointing, "load_in_4bit": args.load_in_4bit,
+        "gradient_checkpointing": args.gradient_checkpointing, "micro_batch_size": args.micro_batch_size,
+        "load_in_4bit": args.load_in_4bit,
         "warm_steps": len(warm),
         "median_step_s": statistics.median(r["step_s"] for r in warm),
         "median_generation_s": statistics.median(r["generation_s"] for r in warm),
         "median_training_s": statistics.median(r["training_s"] for r in warm),
         "median_sandbox_s": statistics.median(r["sandbox_s"] for r in warm),
         "median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in warm),
+        "generation_peak_gib": max(r["generation_peak_gib"] for r in recorder.rows),
+        "training_peak_gib": max(r["training_peak_gib"] for r in recorder.rows),
         "peak_gib": max(r["peak_gib"] for r in recorder.rows),
     }
     Path(args.out).write_text(json.dumps({"summary": summary, "steps": recorder.rows}, indent=2))

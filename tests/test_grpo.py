@@ -128,6 +128,7 @@ def test_fit_with_code_execution_reward_in_the_real_sandbox(tiny_dir, tmp_path):
         assert name in step, name
         assert math.isfinite(step[name]), name
     assert all(MLFLOW_NAME.match(name) for s in record.steps for name in s)
+    assert not any(name.startswith("memory/") for name in step)  # CUDA-only metrics
     assert step["train/reward_mean"] == 0.0  # random weights write no passing code
     assert 0 < step["train/completion_length_mean"] <= 8
 
@@ -361,6 +362,8 @@ def _gpu_steps(tiny_dir, tmp_path, **policy_kwargs) -> list[dict[str, float]]:
 def test_gpu_bf16_steps(tiny_dir, tmp_path):
     steps = _gpu_steps(tiny_dir, tmp_path, dtype="bfloat16", gradient_checkpointing=True)
     assert len(steps) == 3 and all(math.isfinite(s["train/loss"]) for s in steps)
+    assert all(0 < s["memory/generation_peak_gib"] <= s["peak_gib"] for s in steps)
+    assert all(0 < s["memory/training_peak_gib"] <= s["peak_gib"] for s in steps)
 
 
 @pytest.mark.gpu

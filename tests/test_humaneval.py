@@ -120,7 +120,7 @@ class ScriptedGenerator:
     def generate_text(self, prompts, *, num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=512,
                       system_prompt=None, seed=None, desc=None):
         self.calls.append({"n": len(prompts), "num_samples": num_samples, "system_prompt": system_prompt,
-                           "temperature": temperature, "seed": seed})
+                           "temperature": temperature, "seed": seed, "desc": desc})
         out = []
         for prompt in prompts:
             problem = self._problem(prompt)
@@ -138,7 +138,7 @@ def test_evaluate_generator_greedy(sandbox, tmp_path: Path) -> None:
     report = evaluate_generator(generator, counting, mode="body", limit=10, system_prompt="be careful",
                                 seed=3, progress=False)
     assert generator.calls == [{"n": 10, "num_samples": 1, "system_prompt": "be careful", "temperature": 0.0,
-                                "seed": 3}]
+                                "seed": 3, "desc": None}]  # progress=False: no generation bar either
     assert counting.calls == [10]
     assert (report.passed, report.total, report.pass_at_1) == (5, 10, 0.5)
     assert [r.passed for r in report.results] == [[i % 2 == 0] for i in range(10)]

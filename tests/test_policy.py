@@ -168,6 +168,21 @@ def test_gradient_checkpointing_is_off_while_sampling(tiny_dir):
     assert layer.gradient_checkpointing and pol.model.training and pol.checkpointing_active  # restored
 
 
+def test_sampling_never_uses_cudnn_attention(policy):
+    """cuDNN attention re-plans for every new sequence length: decoding would be 2-3x slower."""
+    layer = policy.model.get_base_model().model.layers[0]
+    seen = []
+    handle = layer.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        policy.sample(["def f(x):"], num_samples=2, temperature=1.0, max_new_tokens=3, seed=0)
+    finally:
+        handle.remove()
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before  # restored
+
+
 def test_save_adapter_round_trips_through_peft(tmp_path, tiny_dir, policy):
     with torch.no_grad():
         for name, param in policy.model.named_parameters():

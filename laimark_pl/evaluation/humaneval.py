@@ -268,7 +268,8 @@ def evaluate_generator(
     start = time.perf_counter()
     completions = generator.generate_text(
         prompts, num_samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-        system_prompt=system_prompt, seed=seed, desc=f"HumanEval ({mode}) generation")
+        system_prompt=system_prompt, seed=seed,
+        desc=f"HumanEval ({mode}) generation" if progress else None)
     generation_s = time.perf_counter() - start
     if len(completions) != len(prompts) or any(len(c) != samples for c in completions):
         raise RuntimeError(f"generator returned {[len(c) for c in completions][:5]}... completions for "

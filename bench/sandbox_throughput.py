@@ -207,5 +207,6 @@ def main() -> None:
         ratios = [d / p for d, p in zip(by_name["docker"].rates, by_name["process"].rates, strict=True)]
         print(f"docker / process = {statistics.median(ratios):.2f} (median of round-by-round ratios)")
 
+
 if __name__ == "__main__":
     main()

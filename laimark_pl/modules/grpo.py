@@ -22,7 +22,8 @@ Logged every training step (set the trainer's ``log_every_n_steps: 1`` to see ea
 ``train/clip_ratio_low|high|region``, ``train/entropy``, ``train/loss``, ``train/grad_norm``,
 ``train/lr``, ``train/trained_completions`` (after dynamic sampling),
 ``time/generation_s|sandbox_s|training_s``, ``train/generated_tokens_per_s`` and, on CUDA,
-``memory/generation_peak_gib|training_peak_gib`` (peak allocated memory of each phase).
+``memory/generation_peak_gib|training_peak_gib`` (peak allocated memory of each phase; the
+CUDA peak statistics are reset at the start of each phase).
 
 Example (YAML for ``laimark fit``)::
 

@@ -16,9 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from laimark_pl.cli_params import answer_mode
 from laimark_pl.generation import TextGenerator
 from laimark_pl.problems import ProblemFileError, read_problems
-from laimark_pl.prompts import ANSWER_MODES, OPERATIONAL_SYSTEM_PROMPT
+from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT
 
 GeneratorFactory = Callable[[str, "str | None"], TextGenerator]
 
@@ -100,7 +101,8 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         out: Path = typer.Option(..., "--out", "-o", help="Output JSONL of learnable problems (resumable)."),
         temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature."),
         max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Completion length limit."),
-        mode: str = typer.Option("full", "--mode", help="Answer style: 'full' function or 'body'."),
+        mode: str = typer.Option("full", "--mode", callback=answer_mode,
+                                 help="Answer style: 'full' function or 'body'."),
         system_prompt: str | None = typer.Option(None, "--system-prompt",
                                                  help="System message; 'operational' uses the study's prompt, "
                                                  "@FILE reads it from a file."),
@@ -118,8 +120,6 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         from laimark_pl.curriculum.resumable import StateMismatchError, calibrate_file
         from laimark_pl.sandbox import create
 
-        if mode not in ANSWER_MODES:
-            raise typer.BadParameter(f"must be one of {', '.join(ANSWER_MODES)}", param_hint="--mode")
         if lo > hi:
             raise typer.BadParameter(f"--lo {lo} is above --hi {hi}", param_hint="--lo")
         _check_file(problems, "--problems")
@@ -153,7 +153,8 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Answer length limit."),
         initial: str | None = typer.Option(None, "--initial", help="Starting prompt (@FILE reads a file); "
                                            "default: the study's operational prompt."),
-        mode: str = typer.Option("full", "--mode", help="Answer style: 'full' function or 'body'."),
+        mode: str = typer.Option("full", "--mode", callback=answer_mode,
+                                 help="Answer style: 'full' function or 'body'."),
         out: Path = typer.Option(..., "--out", "-o", help="Where the best prompt is written (text)."),
         seed: int = typer.Option(0, "--seed", help="Search and sampling seed."),
         backend: str = typer.Option("process", "--backend", help="Sandbox backend: process or docker."),
@@ -164,8 +165,6 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         from laimark_pl.prompt_evolution import EvolutionConfig, HeldoutError, evolve_prompt
         from laimark_pl.sandbox import create
 
-        if mode not in ANSWER_MODES:
-            raise typer.BadParameter(f"must be one of {', '.join(ANSWER_MODES)}", param_hint="--mode")
         _check_file(heldout, "--problems")
         try:
             config = EvolutionConfig(population=population, generations=generations, elite=elite,

@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from laimark_pl.cli_params import answer_mode
 from laimark_pl.problems import ProblemFileError
-from laimark_pl.prompts import ANSWER_MODES, OPERATIONAL_SYSTEM_PROMPT
+from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT
 
 
 def register(app: typer.Typer) -> None:
@@ -25,8 +26,8 @@ def evaluate(
     adapter: str | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter directory to apply."),
     completions: Path | None = typer.Option(None, "--completions", "-c", help="Score this JSONL of "
                                                "{task_id, completion} lines instead of generating."),
-    mode: str = typer.Option("full", "--mode", help="Answer style asked for: 'body' (continue the "
-                             "function) or 'full' (write the whole function)."),
+    mode: str = typer.Option("full", "--mode", callback=answer_mode, help="Answer style asked for: 'body' "
+                             "(continue the function) or 'full' (write the whole function)."),
     samples: int = typer.Option(1, "--samples", "-n", min=1, help="Samples per problem (pass@k for k <= n)."),
     temperature: float | None = typer.Option(None, "--temperature", "-t", min=0.0,
                                                 help="Sampling temperature (default: 0, greedy, for one "
@@ -51,8 +52,6 @@ def evaluate(
     from laimark_pl.evaluation.humaneval import evaluate_generator, score_completions
     from laimark_pl.sandbox import BACKENDS, create
 
-    if mode not in ANSWER_MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(ANSWER_MODES)}, got {mode!r}", param_hint="--mode")
     if (model is None) == (completions is None):
         raise typer.BadParameter("give exactly one of --model or --completions", param_hint="--model")
     if adapter is not None and model is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from laimark_pl.cli_params import answer_mode
 from laimark_pl.registry.tracking import DEFAULT_EXPERIMENT, TrackingUnreachableError, check_tracking_reachable
 from laimark_pl.registry.versions import DEFAULT_ALIAS, DEFAULT_METRIC, DEFAULT_MODEL_NAME, RegistryError
 
@@ -51,7 +52,8 @@ def register_command(
     evaluate: bool = typer.Option(False, "--evaluate", help="Score the adapter on HumanEval before registering."),
     pass_at_1: float | None = typer.Option(None, "--pass-at-1", min=0.0, max=1.0,
                                            help="Known HumanEval pass@1 (0-1) to tag the version with."),
-    mode: str = typer.Option("full", "--mode", help="Answer style: 'full' or 'body' (evaluation and serving)."),
+    mode: str = typer.Option("full", "--mode", callback=answer_mode,
+                             help="Answer style: 'full' or 'body' (evaluation and serving)."),
     samples: int = typer.Option(1, "--samples", min=1, help="Samples per problem the score is based on."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N problems."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Generation length (eval, serving)."),
@@ -65,14 +67,12 @@ def register_command(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Register an adapter trained elsewhere as a new version of a registered model."""
-    from laimark_pl.prompts import ANSWER_MODES, OPERATIONAL_SYSTEM_PROMPT
+    from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT
     from laimark_pl.registry.log_model import AdapterDirError, ModelConfig, check_adapter_dir
     from laimark_pl.registry.versions import describe, register_adapter, score_tags
 
     if evaluate and pass_at_1 is not None:
         raise typer.BadParameter("give --evaluate or --pass-at-1, not both", param_hint="--pass-at-1")
-    if mode not in ANSWER_MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(ANSWER_MODES)}", param_hint="--mode")
     try:
         check_adapter_dir(adapter)
         uri = check_tracking_reachable(tracking_uri)

@@ -49,20 +49,21 @@ def build_shaped_model(shape: str, dest: Path) -> Path:
 
 
 class StepRecorder(L.Callback):
-    """Collects the module's per-step timings and the CUDA peak memory of each step."""
+    """Collects the module's per-step timings and per-phase CUDA peak memory (the module logs both)."""
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self._start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         torch.cuda.synchronize()
         m = trainer.callback_metrics
+        generation_peak = float(m.get("memory/generation_peak_gib", float("nan")))
+        training_peak = float(m.get("memory/training_peak_gib", float("nan")))
         self.rows.append({
             "step": batch_idx,
             "step_s": time.perf_counter() - self._start,
@@ -71,11 +72,9 @@ class StepRecorder(L.Callback):
             "training_s": float(m.get("time/training_s", float("nan"))),
             "tokens_per_s": float(m.get("train/generated_tokens_per_s", float("nan"))),
             "completion_len": float(m.get("train/completion_length_mean", float("nan"))),
-            "generation_peak_gib": float(m.get("memory/generation_peak_gib", float("nan"))),
-            "training_peak_gib": float(m.get("memory/training_peak_gib", float("nan"))),
-            # the module resets the peak between its phases: the step's peak is the larger of the two
-            "peak_gib": max(torch.cuda.max_memory_allocated() / 2**30,
-                            float(m.get("memory/generation_peak_gib", 0.0))),
+            "generation_peak_gib": generation_peak,
+            "training_peak_gib": training_peak,
+            "peak_gib": max(generation_peak, training_peak),
         })
         print(json.dumps(self.rows[-1]), flush=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 
 import pytest
 
@@ -114,6 +115,30 @@ def test_general_tests_run_in_tester(sandbox, tests, passed):
     verdict = check_one(sandbox, code, tests, "f")
     assert verdict.passed is passed, verdict
     assert verdict.extra["mode"] == "tester"
+
+
+def test_tester_children_share_one_cpu(sandbox):
+    """A tester execution is a ping-pong of two processes: both run on their worker's CPU."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    code = "import os\ndef f():\n    return sorted(os.sched_getaffinity(0))"
+    tests = "def check(candidate):\n    for _ in range(2):\n        assert len(candidate()) == 1\n"
+    verdict = check_one(sandbox, code, tests, "f")
+    assert verdict.passed and verdict.extra["mode"] == "tester", verdict
+    assigned = check_one(sandbox, code, "assert len(f()) > 1")  # a lone candidate is not pinned
+    assert assigned.passed and assigned.extra["mode"] == "asserts", assigned
+
+
+def test_programs_are_compiled_by_the_parent_and_their_warnings_stay_out_of_its_console(sandbox):
+    from laimark_pl.sandbox.process import _compiled
+
+    code = "def f(x):\n    if x is 1:\n        return 'one'\n    raise ValueError('no ' + repr(x))"
+    assert _compiled(code).co_filename == "<solution>"
+    assert _compiled("def f(:\n") == "def f(:\n"  # the child compiles it again and reports the error
+    with warnings.catch_warnings(record=True) as shown:  # the filters in force, recorded not printed
+        verdict = check_one(sandbox, code, "assert f(1) == 'one'\nassert f(2) == 'two'")
+    assert verdict.status == "failed" and "no 2" in verdict.detail, verdict
+    assert not [w for w in shown if w.filename == "<solution>"], [str(w.message) for w in shown]
 
 
 def test_tests_may_use_the_programs_plain_constants(sandbox):

@@ -20,8 +20,10 @@ from laimark_pl.sandbox.wire import (
     encode_result,
     encode_value,
     pack,
+    pack_job,
     pack_report,
     read_frame,
+    read_job,
     unpack_report,
     write_frame,
 )
@@ -108,6 +110,31 @@ def test_frames_over_pipes_and_incremental_buffer():
     assert buf.feed(data[:3]) == [] and buf.feed(data[3:]) == [[1], {"a": 2}] and buf.pending == 0
     with pytest.raises(FrameError):
         FrameBuffer(max_bytes=4).feed(pack("x" * 10))
+
+
+def test_job_frames_carry_code_objects_and_precede_json_frames():
+    code = compile("def f(x):\n    return x + 1", "<solution>", "exec")
+    r, w = os.pipe()
+    try:
+        os.write(w, pack_job({"code": code, "calls": [["f", [1], {"d": []}]]}) + pack(["f", [2], {"d": []}]))
+        os.close(w)
+        job = read_job(r)
+        namespace: dict = {}
+        exec(job["code"], namespace)
+        assert namespace["f"](1) == 2 and job["calls"] == [["f", [1], {"d": []}]]
+        assert read_frame(r) == ["f", [2], {"d": []}]  # the calls that follow are JSON again
+        with pytest.raises(FrameError, match="no job"):
+            read_job(r)
+    finally:
+        os.close(r)
+    r, w = os.pipe()
+    try:
+        os.write(w, pack_job([1, 2]))  # type: ignore[arg-type]
+        with pytest.raises(FrameError, match="a job is a dict"):
+            read_job(r)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_worker_reports_round_trip_and_reject_anything_else():

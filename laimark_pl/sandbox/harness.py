@@ -32,11 +32,15 @@ from laimark_pl.sandbox.wire import (
     encode_result,
     encode_value,
     pack,
+    pack_job,
     read_frame,
+    read_job,
+    write_all,
     write_frame,
 )
 
 CANDIDATE_NAME = "__solution__"
+SOLUTION_FILENAME = "<solution>"  # the program's code objects' file name (tracebacks, warnings)
 
 
 def prepare_stdio() -> None:
@@ -80,9 +84,11 @@ def run_candidate(in_fd: int = 3, out_fd: int = 4) -> NoReturn:
 
 def _serve_candidate(in_fd: int, out_fd: int) -> None:
     try:
-        job = read_frame(in_fd)
-        code = compile(job["code"], "<solution>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, FrameError) as exc:
+        job = read_job(in_fd)
+        code = job["code"]  # compiled by the parent; the source only when it did not compile there
+        if not isinstance(code, types.CodeType):
+            code = compile(code, SOLUTION_FILENAME, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, TypeError, EOFError, RecursionError, MemoryError, FrameError) as exc:
         write_frame(out_fd, ["compile_error", _describe(exc)])
         return
     module = types.ModuleType(CANDIDATE_NAME)  # importable by name: pickling (multiprocessing) works
@@ -140,7 +146,8 @@ def warm_up(rounds: int = 12) -> None:
     """Run the candidate's code path a few times in the worker itself, with a fixed trusted
     program, before any execution child is forked: CPython specialises bytecode on first runs,
     and a child that inherits specialised code writes to (and copies) fewer shared pages."""
-    job = b"".join(pack(frame) for frame in ({"code": _WARM_UP_PROGRAM, "calls": _WARM_UP_CALLS}, *_WARM_UP_CALLS))
+    code = compile(_WARM_UP_PROGRAM, SOLUTION_FILENAME, "exec", dont_inherit=True)
+    job = pack_job({"code": code, "calls": _WARM_UP_CALLS}) + b"".join(pack(call) for call in _WARM_UP_CALLS)
     stdout, stderr = sys.stdout, sys.stderr
     try:
         for _ in range(rounds):
@@ -242,12 +249,12 @@ def _exception_from(description: str) -> Exception:
 
 def run_tester(in_fd: int = 3, out_fd: int = 4, to_candidate: int = 5, from_candidate: int = 6) -> NoReturn:
     """Trusted-side tester child: run the tests against proxies and report per-unit outcomes."""
-    job = read_frame(in_fd)
+    job = read_job(in_fd)
     os.close(in_fd)
     channel = _Channel(to_candidate, from_candidate)
     report: dict[str, Any] = {"units": [], "load": "ok", "detail": ""}
     try:
-        write_frame(to_candidate, {"code": job["code"], "values": True})
+        write_all(to_candidate, pack_job({"code": job["code"], "values": True}))
         hello = read_frame(from_candidate)
     except (OSError, FrameError, ValueError):
         hello = None

@@ -1,6 +1,7 @@
 """What crosses the pipes between the trusted side and an untrusted child.
 
-Frames are a 4-byte big-endian length followed by UTF-8 JSON. Values returned by untrusted
+Frames are a 4-byte big-endian length followed by UTF-8 JSON (job frames from the trusted side:
+``marshal``, see `pack_job`). Values returned by untrusted
 code travel as *tagged plain data*: only exact builtin types (``None``, ``bool``, ``int``,
 ``float``, ``complex``, ``str``, ``bytes``, ``list``, ``tuple``, ``dict``, ``set``,
 ``frozenset``) plus ``Fraction`` and ``Decimal`` are encoded (stdlib ``Counter``/``OrderedDict``/
@@ -14,6 +15,7 @@ comparison.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import struct
 from collections import Counter, OrderedDict, defaultdict
@@ -73,9 +75,14 @@ def pack(message: Any) -> bytes:
 
 def write_frame(fd: int, message: Any) -> None:
     """Write one frame to ``fd`` completely (blocking)."""
-    data = memoryview(pack(message))
-    while data:
-        data = data[os.write(fd, data):]
+    write_all(fd, pack(message))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to ``fd`` completely (blocking)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def read_exact(fd: int, n: int) -> bytes | None:
@@ -92,8 +99,7 @@ def read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def read_frame(fd: int, max_bytes: int = MAX_FRAME_BYTES) -> Any:
-    """Read one frame (blocking); None at a clean end of file."""
+def _read_body(fd: int, max_bytes: int) -> bytes | None:
     head = read_exact(fd, HEADER.size)
     if head is None:
         return None
@@ -103,7 +109,32 @@ def read_frame(fd: int, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     body = read_exact(fd, size) if size else b""
     if body is None:
         raise FrameError("truncated frame")
-    return json.loads(body)
+    return body
+
+
+def read_frame(fd: int, max_bytes: int = MAX_FRAME_BYTES) -> Any:
+    """Read one frame (blocking); None at a clean end of file."""
+    body = _read_body(fd, max_bytes)
+    return None if body is None else json.loads(body)
+
+
+def pack_job(job: dict[str, Any]) -> bytes:
+    """One *job* frame: what the trusted side sends a child to start an execution, in ``marshal``
+    format so that it can carry code objects compiled by the parent. Never used for data that
+    untrusted code produced (``marshal`` is not safe against hostile input; results are JSON)."""
+    body = marshal.dumps(job)
+    return HEADER.pack(len(body)) + body
+
+
+def read_job(fd: int) -> dict[str, Any]:
+    """Read the job frame written with `pack_job` (blocking)."""
+    body = _read_body(fd, MAX_FRAME_BYTES)
+    if body is None:
+        raise FrameError("no job")
+    job = marshal.loads(body)
+    if not isinstance(job, dict):
+        raise FrameError(f"a job is a dict, got {type(job).__name__}")
+    return job
 
 
 class FrameBuffer:

@@ -1,6 +1,7 @@
 """The process backend: a pool of pre-started, isolated workers that fork one child per execution.
 
-Trust model: this module (the parent) and the workers (``zygote.py``) never run untrusted code.
+Trust model: this module (the parent) and the workers (``zygote.py``) never run untrusted code (the
+parent compiles each program, which runs none of it).
 Per execution the worker forks the *candidate* child (runs the program) and, for tests that are
 not assert-shaped, a *tester* child (runs the tests against proxies). For assert-shaped tests
 the parent sends the candidate only the calls to make, receives plain-data results and
@@ -97,6 +98,10 @@ class ProcessSandbox:
         max_source_bytes: larger programs or tests get an ``"error"`` verdict.
         max_file_bytes: largest file one execution may write.
         scratch_mb: size of each worker's private ``/tmp`` (a tmpfs; full isolation only).
+
+    Programs are compiled here (never run here) and reach their child as code objects. Tests that
+    are not assert-shaped run in a second child that calls the program's functions through a pipe; both
+    children of such an execution share one CPU (their worker's), a program's own threads too.
 
     Verdict statuses: ``passed``; ``failed`` (an assert did not hold, the program raised, or
     returned non-plain data); ``error`` (bad input: syntax errors, non-UTF-8 text, oversized

@@ -72,6 +72,20 @@ def test_register_evaluate_scores_on_humaneval(tmp_path, app, adapter):
     assert results.path == "humaneval/humaneval_results.jsonl"
 
 
+def test_register_reads_the_system_prompt_from_a_file(tmp_path, app, adapter):
+    import mlflow
+
+    uri = sqlite_uri(tmp_path)
+    prompt = tmp_path / "best_prompt.txt"  # what `laimark evolve-prompt --out` writes
+    prompt.write_text("Think, then write the function.\n", encoding="utf-8")
+    result = _run(app, "register", "--adapter", adapter, "--base-model", "tiny", "--system-prompt", f"@{prompt}",
+                  "--tracking-uri", uri)
+    assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri(uri)
+    info = mlflow.models.get_model_info("models:/laimark/1")
+    assert info.flavors["python_function"]["config"]["system_prompt"] == "Think, then write the function."
+
+
 def test_clear_errors(tmp_path, app, adapter):
     uri = sqlite_uri(tmp_path)
     result = _run(app, "register", "--adapter", tmp_path, "--base-model", "tiny", "--tracking-uri", uri)

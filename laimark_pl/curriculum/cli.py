@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from laimark_pl.cli_params import answer_mode
+from laimark_pl.cli_params import SYSTEM_PROMPT_HELP, answer_mode, resolve_system_prompt
 from laimark_pl.generation import TextGenerator
 from laimark_pl.problems import ProblemFileError, read_problems
 from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT
@@ -103,9 +103,8 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Completion length limit."),
         mode: str = typer.Option("full", "--mode", callback=answer_mode,
                                  help="Answer style: 'full' function or 'body'."),
-        system_prompt: str | None = typer.Option(None, "--system-prompt",
-                                                 help="System message; 'operational' uses the study's prompt, "
-                                                 "@FILE reads it from a file."),
+        system_prompt: str | None = typer.Option(None, "--system-prompt", callback=resolve_system_prompt,
+                                                 help="System message; " + SYSTEM_PROMPT_HELP),
         batch: int = typer.Option(16, "--batch", min=1, help="Problems per generation/sandbox batch."),
         decontaminate: bool = typer.Option(True, "--decontaminate/--no-decontaminate",
                                            help="Drop input problems close to HumanEval before sampling."),
@@ -129,7 +128,7 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         try:
             with create(backend, timeout_s=timeout_s) as sandbox:
                 funnel = calibrate_file(generator, sandbox, problems, out, config, batch_size=batch,
-                                        system_prompt=_system_prompt(system_prompt), seed=seed, progress=progress,
+                                        system_prompt=system_prompt, seed=seed, progress=progress,
                                         decontaminator=Decontaminator() if decontaminate else None)
         except StateMismatchError as exc:
             raise typer.BadParameter(str(exc), param_hint="--out") from exc
@@ -151,8 +150,9 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         samples: int = typer.Option(1, "--samples", min=1, help="Answers per held-out problem when scoring."),
         temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Scoring temperature (0 = greedy)."),
         max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Answer length limit."),
-        initial: str | None = typer.Option(None, "--initial", help="Starting prompt (@FILE reads a file); "
-                                           "default: the study's operational prompt."),
+        initial: str | None = typer.Option(None, "--initial", callback=resolve_system_prompt,
+                                           help="Starting prompt (default: the study's operational prompt); "
+                                           + SYSTEM_PROMPT_HELP),
         mode: str = typer.Option("full", "--mode", callback=answer_mode,
                                  help="Answer style: 'full' function or 'body'."),
         out: Path = typer.Option(..., "--out", "-o", help="Where the best prompt is written (text)."),
@@ -178,7 +178,7 @@ def register(app: typer.Typer, generator_factory: GeneratorFactory | None = None
         try:
             with create(backend, timeout_s=timeout_s) as sandbox:
                 result = evolve_prompt(generator, sandbox, problems, config,
-                                       initial=(_system_prompt(initial) or OPERATIONAL_SYSTEM_PROMPT,),
+                                       initial=(initial or OPERATIONAL_SYSTEM_PROMPT,),
                                        progress=progress)
         except HeldoutError as exc:
             raise typer.BadParameter(str(exc), param_hint="--problems") from exc
@@ -212,17 +212,3 @@ def _read_pools(paths: list[Path]) -> list:
         except ProblemFileError as exc:
             raise typer.BadParameter(str(exc), param_hint="--pool") from exc
     return problems
-
-
-def _system_prompt(value: str | None) -> str | None:
-    """``operational`` -> the study's prompt; ``@FILE`` -> the file's text; else the value itself."""
-    if value is None:
-        return None
-    if value == "operational":
-        return OPERATIONAL_SYSTEM_PROMPT
-    if value.startswith("@"):
-        path = Path(value[1:])
-        if not path.is_file():
-            raise typer.BadParameter(f"file not found: {path}")
-        return path.read_text(encoding="utf-8").strip()
-    return value

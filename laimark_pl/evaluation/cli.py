@@ -10,9 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from laimark_pl.cli_params import answer_mode
+from laimark_pl.cli_params import SYSTEM_PROMPT_HELP, answer_mode, resolve_system_prompt
 from laimark_pl.problems import ProblemFileError
-from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT
 
 
 def register(app: typer.Typer) -> None:
@@ -35,8 +34,8 @@ def evaluate(
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Completion length limit."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message; "
-                                                "'operational' uses the study's evolved prompt."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", callback=resolve_system_prompt,
+                                             help="System message; " + SYSTEM_PROMPT_HELP),
     seed: int | None = typer.Option(None, "--seed", help="Sampling seed."),
     backend: str = typer.Option("process", "--backend", help="Sandbox backend: process or docker."),
     timeout_s: float = typer.Option(5.0, "--timeout", min=0.1, help="Per-program time limit (seconds)."),
@@ -64,8 +63,6 @@ def evaluate(
         raise typer.BadParameter("several samples need --temperature > 0", param_hint="--temperature")
     if backend not in BACKENDS:
         raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}, got {backend!r}", param_hint="--backend")
-    if system_prompt == "operational":
-        system_prompt = OPERATIONAL_SYSTEM_PROMPT
     err = Console(stderr=True)
     try:
         sandbox = create(backend, timeout_s=timeout_s)

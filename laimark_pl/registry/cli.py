@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from laimark_pl.cli_params import answer_mode
+from laimark_pl.cli_params import SYSTEM_PROMPT_HELP, answer_mode, resolve_system_prompt
 from laimark_pl.registry.tracking import DEFAULT_EXPERIMENT, TrackingUnreachableError, check_tracking_reachable
 from laimark_pl.registry.versions import DEFAULT_ALIAS, DEFAULT_METRIC, DEFAULT_MODEL_NAME, RegistryError
 
@@ -57,8 +57,9 @@ def register_command(
     samples: int = typer.Option(1, "--samples", min=1, help="Samples per problem the score is based on."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N problems."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="Generation length (eval, serving)."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message the adapter "
-                                             "was trained with ('operational' for the study's prompt)."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", callback=resolve_system_prompt,
+                                             help="System message the adapter was trained with; "
+                                             + SYSTEM_PROMPT_HELP),
     dtype: str = typer.Option("auto", "--dtype", help="Weight dtype for evaluation and serving."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Load the base in 4 bits (QLoRA, CUDA) "
                                       "for evaluation and serving."),
@@ -67,7 +68,6 @@ def register_command(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=TRACKING_HELP),
 ) -> None:
     """Register an adapter trained elsewhere as a new version of a registered model."""
-    from laimark_pl.prompts import OPERATIONAL_SYSTEM_PROMPT
     from laimark_pl.registry.log_model import AdapterDirError, ModelConfig, check_adapter_dir
     from laimark_pl.registry.versions import describe, register_adapter, score_tags
 
@@ -81,8 +81,6 @@ def register_command(
     base_model = base_model or _base_model_of(adapter)
     if not base_model:
         raise typer.BadParameter("the adapter names no base model; pass --base-model", param_hint="--base-model")
-    if system_prompt == "operational":
-        system_prompt = OPERATIONAL_SYSTEM_PROMPT
     config = ModelConfig(base_model=base_model, system_prompt=system_prompt, answer_mode=mode,
                          max_new_tokens=max_new_tokens, policy={"dtype": dtype, "load_in_4bit": load_in_4bit})
     score, eval_samples, total = pass_at_1, samples if pass_at_1 is not None else None, None

@@ -80,6 +80,24 @@ def test_fit_end_registers_a_scored_version_in_the_training_run(tmp_path, monkey
     assert model.unwrap_python_model().config["system_prompt"] == SYSTEM_PROMPT
 
 
+class _EvolvePrompt(pl.Callback):
+    """Replaces the module's system prompt during training, as `PromptEvolutionCallback` does."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        pl_module.system_prompt = "An evolved prompt."
+
+
+def test_an_evolved_prompt_is_the_registered_models_param_and_the_first_one_stays(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = sqlite_uri(tmp_path)
+    trainer, _ = _fit(tmp_path, [_EvolvePrompt(), RegistryCallback(name="laimark", max_new_tokens=16)], _logger(uri))
+    params = MlflowClient(uri).get_run(trainer.logger.run_id).data.params
+    assert params["initial_system_prompt"] == SYSTEM_PROMPT
+    assert params["system_prompt"] == "An evolved prompt."  # the registered model's config, logged by MLflow
+    assert params["sampling/num_generations"] == "2" and params["base_model"] == "tiny"
+    assert "Failed to log model config" not in caplog.text
+
+
 def test_without_a_score_the_version_is_registered_unscored_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = sqlite_uri(tmp_path)

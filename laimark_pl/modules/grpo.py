@@ -242,11 +242,12 @@ class GRPOModule(L.LightningModule):
         sandbox, eval = _config(SandboxConfig, sandbox), _config(EvalConfig, eval)
         if answer_mode not in ("full", "body"):
             raise ValueError(f"answer_mode must be 'full' or 'body', got {answer_mode!r}")
-        # plain values: loggers flatten them (policy/model, grpo/beta, ...) and weights-only loading reads them
+        # plain values: loggers flatten them (policy/model, grpo/beta, ...) and weights-only loading reads
+        # them; `setup` logs them (renaming one, see `_log_hyperparameters`), not Lightning
         self.save_hyperparameters(_plain({
             "policy": policy, "sampling": sampling, "grpo": grpo, "optim": optim, "sandbox": sandbox,
             "system_prompt": system_prompt, "answer_mode": answer_mode, "eval": eval,
-        }))
+        }), logger=False)
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints carry only the adapter
         self.policy_config = policy
@@ -273,12 +274,24 @@ class GRPOModule(L.LightningModule):
         self.policy = load_policy(self.policy_config, device=device)
 
     def setup(self, stage: str) -> None:
+        self._log_hyperparameters()
         if self.sandbox is None and self.sandbox_config.backend != "none":
             from laimark_pl.sandbox import create
 
             cfg = self.sandbox_config
             self.sandbox = create(cfg.backend, workers=cfg.workers, timeout_s=cfg.timeout_s,
                                   memory_mb=cfg.memory_mb)
+
+    def _log_hyperparameters(self) -> None:
+        """The init arguments as the loggers' params, the system prompt as ``initial_system_prompt``:
+        prompt evolution may replace it during the run, and the model `RegistryCallback` logs then
+        records the final one as ``system_prompt`` (MLflow refuses to change a logged param)."""
+        if self._trainer is None:
+            return
+        hparams = dict(self.hparams_initial)
+        hparams["initial_system_prompt"] = hparams.pop("system_prompt", None)
+        for logger in self.loggers:
+            logger.log_hyperparams(hparams)
 
     def teardown(self, stage: str) -> None:
         if self.sandbox is not None:

@@ -3,8 +3,13 @@ resumes, is reproducible, and its reference / micro-batching / schedule behave."
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -371,3 +376,67 @@ def test_gpu_4bit_steps(tiny_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
     steps = _gpu_steps(tiny_dir, tmp_path, dtype="bfloat16", load_in_4bit=True)
     assert len(steps) == 3 and all(math.isfinite(s["train/loss"]) for s in steps)
+
+
+DDP_SCRIPT = '''
+import json
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from laimark_pl.modules.grpo import GRPOConfig, GRPOModule, SamplingConfig, SandboxConfig
+from laimark_pl.modules.policy import PolicyConfig
+from laimark_pl.problems import builtin_curriculum_path, read_problems
+
+
+class RankReward:
+    """Rank 0: every group constant (nothing to learn from); rank 1: groups of mixed rewards."""
+
+    def __call__(self, problems, texts, sandbox=None):
+        return [0.0 if dist.get_rank() == 0 else float(i % 2) for i in range(len(texts))]
+
+
+def checksum(module):
+    return float(sum(p.detach().double().sum() for p in module.policy.trainable_parameters()))
+
+
+class Report(pl.Callback):
+    def on_train_start(self, trainer, module):
+        self.before = checksum(module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.trained = float(trainer.callback_metrics["train/trained_completions"])
+
+
+module = GRPOModule(policy=PolicyConfig(model="tiny", lora_r=4), reward=RankReward(),
+                    sampling=SamplingConfig(num_generations=2, max_new_tokens=6),
+                    grpo=GRPOConfig(dynamic_sampling=True, micro_batch_size=2), sandbox=SandboxConfig(backend="none"))
+problems = read_problems(builtin_curriculum_path())[:8]
+report = Report()
+trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp", logger=False, callbacks=[report],
+                     enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+trainer.fit(module, DataLoader(problems, batch_size=2, collate_fn=list))
+print("RESULT " + json.dumps({"rank": trainer.global_rank, "steps": trainer.global_step, "trained": report.trained,
+                              "before": report.before, "after": checksum(module)}), flush=True)
+'''
+
+
+def test_dynamic_sampling_under_ddp_keeps_ranks_in_step(tmp_path):
+    """Rank 0 keeps no group, rank 1 keeps all: both still make every backward pass (no hang),
+    and the adapter that comes out is the same on both, trained by rank 1's groups."""
+    script = tmp_path / "ddp_dynamic_sampling.py"
+    script.write_text(DDP_SCRIPT)
+    checkout = str(Path(__file__).resolve().parents[1])  # this checkout's package, whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (checkout, os.environ.get("PYTHONPATH"))))}
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=180)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the two ranks hung: {(exc.stderr or b'')[-2000:]!r}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {r["rank"]: r for r in (json.loads(line[7:]) for line in done.stdout.splitlines()
+                                      if line.startswith("RESULT "))}
+    assert set(results) == {0, 1} and all(r["steps"] == 2 for r in results.values())
+    assert results[0]["trained"] == 0.0 and results[1]["trained"] == 4.0
+    assert results[0]["after"] == pytest.approx(results[1]["after"], rel=1e-9, abs=1e-9)
+    assert results[0]["after"] != pytest.approx(results[0]["before"], rel=1e-9, abs=1e-9)

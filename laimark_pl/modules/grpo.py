@@ -110,7 +110,9 @@ class GRPOConfig:
         aggregation: token aggregation: ``grpo`` (per-sequence mean), ``dr_grpo`` (sum /
             (sequences * max_new_tokens)), ``dapo`` (mean over the batch's tokens).
         mask_truncated: leave completions that hit ``max_new_tokens`` out of the loss.
-        dynamic_sampling: drop groups whose rewards are all equal before the update.
+        dynamic_sampling: drop groups whose rewards are all equal before the update (under
+            several processes they stay in the micro-batches but out of the loss: every rank
+            makes the same backward passes, which DDP synchronises).
         micro_batch_size: completions per forward/backward pass (gradients accumulate over
             the rollout); ``None`` = the whole rollout at once.
         logprob_chunk_size: completion tokens per chunk of the log-prob computation.
@@ -382,18 +384,23 @@ class GRPOModule(L.LightningModule):
         metrics["time/generation_s"] = generation_s
         metrics["time/sandbox_s"] = sandbox_s
         metrics["train/generated_tokens_per_s"] = float(rollout.completion_lengths.sum()) / max(generation_s, 1e-9)
+        keep = None
         if self.grpo.dynamic_sampling:
             keep = ~constant.repeat_interleave(group_size)
-            rollout, advantages = rollout.select(keep), advantages[keep]
-        metrics["train/trained_completions"] = float(len(rollout))
+            if self.trainer.world_size == 1:
+                rollout, advantages, keep = rollout.select(keep), advantages[keep], None
+        trained = float(len(rollout) if keep is None else keep.sum())
+        metrics["train/trained_completions"] = trained
+        if keep is not None:  # one rank must not skip a backward pass the others make (DDP all-reduces in it)
+            trained = float(self.trainer.strategy.reduce(torch.tensor(trained, device=self.device), reduce_op="sum"))
 
         metrics["train/lr"] = self.optimizers().optimizer.param_groups[0]["lr"]
         memory.reset()
         start = time.perf_counter()
-        if len(rollout):
+        if trained:
             with attention_kernels():
-                metrics.update(self._optimize(rollout, advantages))
-        else:  # every group was constant: no update, but the schedule still counts the batch
+                metrics.update(self._optimize(rollout, advantages, keep))
+        else:  # every group was constant (on every rank): no update, but the schedule still counts the batch
             for _ in range(self.grpo.num_iterations):
                 self.lr_schedulers().step()
         metrics["time/training_s"] = time.perf_counter() - start
@@ -422,12 +429,19 @@ class GRPOModule(L.LightningModule):
             metrics[f"train/pass_rate/{kind}"] = sum(values) / len(values)
         return metrics
 
-    def _optimize(self, rollout: Rollout, advantages: Tensor) -> dict[str, float]:
-        """``num_iterations`` optimizer steps on one rollout, micro-batched; returns mean stats."""
+    def _optimize(self, rollout: Rollout, advantages: Tensor, keep: Tensor | None = None) -> dict[str, float]:
+        """``num_iterations`` optimizer steps on one rollout, micro-batched; returns mean stats.
+
+        ``keep``: the rows that count (dynamic sampling under several processes: the others stay
+        in the micro-batches, so that every rank makes the same backward passes, but out of the loss).
+        """
         policy, grpo = self._policy(), self.grpo
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         device = self.device
         mask = loss_mask(rollout.completion_mask, rollout.truncated, grpo.mask_truncated)
+        sequences = len(rollout)
+        if keep is not None:
+            mask, sequences = mask * keep.float().unsqueeze(1), int(keep.sum())
         advantages = advantages.to(device)
         size = grpo.micro_batch_size or len(rollout)
         slices = [slice(i, min(i + size, len(rollout))) for i in range(0, len(rollout), size)]
@@ -448,7 +462,7 @@ class GRPOModule(L.LightningModule):
                     logps, advantages[rows], m["loss_mask"], old_logps=old_logps[k], ref_logps=ref_logps[k],
                     epsilon_low=grpo.epsilon_low, epsilon_high=grpo.epsilon_high, beta=grpo.beta,
                     aggregation=grpo.aggregation, max_completion_length=self.sampling.max_new_tokens,
-                    total_sequences=len(rollout), total_tokens=total_tokens,
+                    total_sequences=sequences, total_tokens=total_tokens,
                 )
                 self.manual_backward(out.loss)
                 if grpo.num_iterations > 1 and iteration == 0:

@@ -27,6 +27,7 @@ TINY_TOKENIZER_FILE = Path(__file__).parent / "data" / "tiny_tokenizer" / "token
 INITIALIZER_RANGE = 0.3
 # Bump when the built model changes, so cached builds (`resolve_model`) are rebuilt.
 TINY_BUILD_VERSION = "2"
+WEIGHTS_FILE = "model.safetensors"
 BUILD_MARKER = "laimark_tiny_build.txt"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 QWEN2_PRETOKENIZE_REGEX = (
@@ -73,6 +74,7 @@ def build_tiny_model(dest: str | os.PathLike, seed: int = 0) -> Path:
     Deterministic given ``seed`` (same weights, same files). Takes well under a second.
     """
     import torch
+    from safetensors.torch import save_file
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     dest = Path(dest)
@@ -100,7 +102,14 @@ def build_tiny_model(dest: str | os.PathLike, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )
     dest.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dest)
+    # Not `model.save_pretrained`: once torch.distributed is initialised (every DDP rank resolves
+    # "tiny" in `configure_model`), transformers writes model files on global rank 0 only, and
+    # every rank, on every node, needs its own complete build.
+    model.config.save_pretrained(dest)
+    model.generation_config.save_pretrained(dest)
+    weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()
+               if name != "lm_head.weight"}  # tied to the input embeddings (tie_word_embeddings)
+    save_file(weights, str(dest / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(dest)
     return dest
 
@@ -146,7 +155,8 @@ def resolve_model(spec: str) -> str:
 
 def _is_current(path: Path) -> bool:
     marker = path / BUILD_MARKER
-    return marker.is_file() and marker.read_text() == TINY_BUILD_VERSION
+    complete = (path / "config.json").is_file() and (path / WEIGHTS_FILE).is_file()
+    return complete and marker.is_file() and marker.read_text() == TINY_BUILD_VERSION
 
 
 def train_tiny_tokenizer(out: str | os.PathLike = TINY_TOKENIZER_FILE, vocab_size: int = 1024) -> Path:

@@ -427,7 +427,8 @@ def test_dynamic_sampling_under_ddp_keeps_ranks_in_step(tmp_path):
     script = tmp_path / "ddp_dynamic_sampling.py"
     script.write_text(DDP_SCRIPT)
     checkout = str(Path(__file__).resolve().parents[1])  # this checkout's package, whatever is installed
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (checkout, os.environ.get("PYTHONPATH"))))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (checkout, os.environ.get("PYTHONPATH")))),
+           "LAIMARK_CACHE": str(tmp_path / "cache")}  # both ranks build "tiny" at once
     try:
         done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=180)

@@ -31,6 +31,23 @@ def test_loads_through_auto_classes(tiny_dir):
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
 
 
+def test_weights_load_completely_with_the_head_tied(tiny_dir):
+    model, info = AutoModelForCausalLM.from_pretrained(tiny_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_every_distributed_rank_writes_a_complete_build(tmp_path, monkeypatch):
+    """transformers' `save_pretrained` writes model files on global rank 0 only; each rank (each
+    node) needs its own build of "tiny"."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 1)
+    path = build_tiny_model(tmp_path / "rank1", seed=0)
+    assert {"config.json", "generation_config.json", "model.safetensors"} <= {p.name for p in path.iterdir()}
+    monkeypatch.undo()
+    AutoModelForCausalLM.from_pretrained(path)
+
+
 def test_tokenizer_round_trips_code(tiny_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     text = "def f(xs):\n    # héllo 😀\n\treturn [x ** 2 for x in xs if x >= 2]\n"
@@ -124,3 +141,14 @@ def test_resolve_model_rebuilds_an_outdated_cache(tmp_path, monkeypatch):
     assert (path / BUILD_MARKER).read_text() == TINY_BUILD_VERSION
     AutoModelForCausalLM.from_pretrained(path)
     assert [p.name for p in tmp_path.iterdir()] == ["tiny-0"]
+
+
+def test_resolve_model_rebuilds_an_incomplete_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAIMARK_CACHE", str(tmp_path))
+    broken = tmp_path / "tiny-0"  # what a non-zero DDP rank used to leave: tokenizer and marker only
+    broken.mkdir()
+    (broken / BUILD_MARKER).write_text(TINY_BUILD_VERSION)
+    (broken / "tokenizer.json").write_text("{}")
+    path = Path(resolve_model("tiny"))
+    assert (path / "model.safetensors").is_file()
+    AutoModelForCausalLM.from_pretrained(path)

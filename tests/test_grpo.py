@@ -295,7 +295,8 @@ def test_schedule_is_resized_when_the_pool_grows_after_the_optimizer_exists(tiny
                         sandbox=SandboxConfig(backend="none"), reward=CharacterShareReward())
     data = CurriculumDataModule(path=str(empty), batch_size=1, shuffle=False, eval_set="none")
     L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              reload_dataloaders_every_n_epochs=1, callbacks=[Bootstrap(), record]).fit(module, data)
+              default_root_dir=str(tmp_path), reload_dataloaders_every_n_epochs=1,
+              callbacks=[Bootstrap(), record]).fit(module, data)
     lrs = record.series("train/lr")
     expected = [1e-3 * WarmupDecaySchedule(8, 2, "cosine")(s) for s in range(8)]
     assert lrs == pytest.approx(expected)  # 8 steps, 2 of warm-up: not "1 step, then 0"

@@ -286,8 +286,8 @@ class GRPOModule(L.LightningModule):
 
     def _log_hyperparameters(self) -> None:
         """The init arguments as the loggers' params, the system prompt as ``initial_system_prompt``:
-        prompt evolution may replace it during the run, and the model `RegistryCallback` logs then
-        records the final one as ``system_prompt`` (MLflow refuses to change a logged param)."""
+        prompt evolution may replace it during the run, and the model that `RegistryCallback` logs
+        at the end records the final one as ``system_prompt`` (MLflow refuses to change a param)."""
         if self._trainer is None:
             return
         hparams = dict(self.hparams_initial)

@@ -72,16 +72,22 @@ class LaimarkCLI(LightningCLI):
 
 
 def run_lightning_cli(args: Sequence[str]) -> LaimarkCLI:
-    """Run ``fit``/``validate``/``test`` with ``args`` as on the command line."""
-    sys.argv = sys.argv[:1]  # the arguments travel in ``args``; LightningCLI warns if both are set
-    return LaimarkCLI(
-        GRPOModule,
-        CurriculumDataModule,
-        args=list(args),
-        seed_everything_default=0,
-        save_config_callback=MLflowSaveConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults=trainer_defaults(),
-        parser_kwargs={"default_env": False},
-        auto_configure_optimizers=False,
-    )
+    """Run ``fit``/``validate``/``test`` with ``args`` as on the command line.
+
+    They are parsed from ``sys.argv`` (set to this command line meanwhile): Lightning's DDP launcher
+    starts the other ranks by re-running ``sys.argv``."""
+    saved = sys.argv
+    sys.argv = [sys.argv[0], *args]
+    try:
+        return LaimarkCLI(
+            GRPOModule,
+            CurriculumDataModule,
+            seed_everything_default=0,
+            save_config_callback=MLflowSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=trainer_defaults(),
+            parser_kwargs={"default_env": False},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = saved

@@ -79,6 +79,23 @@ def test_bad_config_values_get_one_clear_line(tmp_path, override, message):
 
 
 @pytest.mark.slow
+def test_fit_on_two_ranks_relaunches_the_same_command(tmp_path):
+    """Lightning's DDP launcher starts rank 1 by re-running the command line: `laimark fit` must leave
+    it intact (it used to hand rank 1 a bare `laimark`, which printed the usage and killed the run)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = _laimark("fit", "--config", str(SMOKE), "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                      "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.callbacks", "[]",
+                      "--trainer.logger.init_args.tracking_uri", uri, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stderr and "Usage:" not in result.stdout
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    [run] = client.search_runs([client.get_experiment_by_name("laimark-smoke").experiment_id])
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2
+
+
+@pytest.mark.slow
 def test_smoke_config_end_to_end_registers_a_scored_version(tmp_path):
     """The README's main job: GRPO, refresh, prompt evolution, HumanEval, registry, on a real store."""
     result = _laimark("fit", "--config", str(SMOKE), cwd=tmp_path)

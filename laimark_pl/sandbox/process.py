@@ -1,7 +1,7 @@
 """The process backend: a pool of pre-started, isolated workers that fork one child per execution.
 
 Trust model: this module (the parent) and the workers (``zygote.py``) never run untrusted code (the
-parent compiles each program, which runs none of it).
+parent compiles each program, ``jobs.py``, which runs none of it).
 Per execution the worker forks the *candidate* child (runs the program) and, for tests that are
 not assert-shaped, a *tester* child (runs the tests against proxies). For assert-shaped tests
 the parent sends the candidate only the calls to make, receives plain-data results and
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
 import select
 import socket
 import subprocess
@@ -35,20 +34,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict, replace
 from pathlib import Path
-from types import CodeType
 from typing import Any
 
 from laimark_pl.sandbox.asserts import AssertPlan, plan_asserts
-from laimark_pl.sandbox.harness import SOLUTION_FILENAME
 from laimark_pl.sandbox.isolation import Limits
+from laimark_pl.sandbox.jobs import build_job
 from laimark_pl.sandbox.judge import NEVER_CALLED, judge_calls, judge_tester
 from laimark_pl.sandbox.types import Program, Verdict
 from laimark_pl.sandbox.wire import (
     FrameBuffer,
     FrameError,
-    NotPlain,
-    encode_value,
-    pack_job,
     unpack_report,
 )
 
@@ -227,7 +222,7 @@ class ProcessSandbox:
             return Verdict("error", False, detail="the tests contain no assertions")
         if plan is not None and not plan.calls:
             return Verdict("error", False, detail=NEVER_CALLED, tests_total=len(plan.units))
-        payload = _payload(program, plan)
+        payload = build_job(program, plan)
         worker = self._idle.get()
         try:
             verdict = worker.execute(payload, plan)
@@ -252,40 +247,6 @@ class ProcessSandbox:
                                                 or not program.entry_point.isidentifier()):
             return f"entry_point is not a Python identifier: {program.entry_point!r}"
         return ""
-
-
-def _payload(program: Program, plan: AssertPlan | None) -> tuple[str, bytes]:
-    """The mode and the bytes the parent writes to the execution's job pipe."""
-    code = _compiled(program.code)
-    if plan is not None:
-        try:
-            calls = [[c.name, encode_value(list(c.args)), encode_value(c.kwargs)] for c in plan.calls]
-            return "calls", pack_job({"code": code, "calls": calls})
-        except NotPlain:
-            pass  # e.g. a range() argument: let the tester child run these tests
-    return "tester", pack_job({"code": code, "tests": program.tests, "entry_point": program.entry_point})
-
-
-def _compiled(source: str) -> CodeType | str:
-    """The program compiled here, by the trusted parent (never run here): a fresh child takes
-    about 5x longer to compile it than this warm process, all first-touch page faults. The
-    source itself when it does not compile, so that the child reports the error as it runs."""
-    _silence_program_warnings()
-    try:
-        return compile(source, SOLUTION_FILENAME, "exec", dont_inherit=True)
-    except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError...
-        return source
-
-
-_PROGRAM_MODULE = re.escape(SOLUTION_FILENAME)
-
-
-def _silence_program_warnings() -> None:
-    """A program's compile-time warnings (``"is" with a literal``...) belong to the program, not to
-    the user's console (its run-time warnings still reach the verdict's stderr tail). Checked at
-    every compile: an import inside someone's ``warnings.catch_warnings()`` loses the filter."""
-    if not any(f[0] == "ignore" and f[3] is not None and f[3].pattern == _PROGRAM_MODULE for f in warnings.filters):
-        warnings.filterwarnings("ignore", module=_PROGRAM_MODULE)
 
 
 class _Worker:

@@ -69,7 +69,10 @@ class Unplain:
 
 def pack(message: Any) -> bytes:
     """One frame holding ``message`` (JSON-serialisable, produced by trusted code)."""
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _frame(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _frame(body: bytes) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
@@ -122,8 +125,7 @@ def pack_job(job: dict[str, Any]) -> bytes:
     """One *job* frame: what the trusted side sends a child to start an execution, in ``marshal``
     format so that it can carry code objects compiled by the parent. Never used for data that
     untrusted code produced (``marshal`` is not safe against hostile input; results are JSON)."""
-    body = marshal.dumps(job)
-    return HEADER.pack(len(body)) + body
+    return _frame(marshal.dumps(job))
 
 
 def read_job(fd: int) -> dict[str, Any]:

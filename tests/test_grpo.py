@@ -26,13 +26,13 @@ from laimark_pl.modules.grpo import (
     OptimConfig,
     SamplingConfig,
     SandboxConfig,
-    WarmupDecaySchedule,
     _micro_batch,
 )
 from laimark_pl.modules.logprobs import completion_logprobs
 from laimark_pl.modules.losses import loss_mask
 from laimark_pl.modules.policy import PolicyConfig
 from laimark_pl.modules.rewards import CharacterShareReward
+from laimark_pl.modules.schedule import WarmupDecaySchedule
 from laimark_pl.problems import Problem
 from laimark_pl.tiny import build_tiny_model
 
@@ -257,13 +257,6 @@ def test_micro_batches_accumulate_to_the_full_batch_update(tiny_dir, tmp_path, a
     assert any((p != 0).any() for n, p in full.items() if "lora_B" in n)
     for name, param in full.items():
         assert torch.allclose(param, split[name], atol=1e-6), name
-
-
-def test_warmup_cosine_schedule():
-    schedule = WarmupDecaySchedule(total_steps=10, warmup_steps=2, kind="cosine")
-    assert [round(schedule(s), 4) for s in (0, 1, 2, 6, 10)] == [round(1 / 3, 4), round(2 / 3, 4), 1.0, 0.5, 0.0]
-    assert WarmupDecaySchedule(10, 0, "linear")(5) == 0.5
-    assert WarmupDecaySchedule(10, 0, "constant")(9) == 1.0
 
 
 def test_learning_rate_follows_the_schedule(tiny_dir, tmp_path):

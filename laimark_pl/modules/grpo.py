@@ -62,6 +62,7 @@ from laimark_pl.modules.losses import (
 )
 from laimark_pl.modules.policy import Policy, PolicyConfig, Rollout, attention_kernels, load_policy
 from laimark_pl.modules.rewards import CodeExecutionReward, RewardFunction
+from laimark_pl.modules.schedule import WarmupDecaySchedule
 from laimark_pl.problems import Problem
 from laimark_pl.prompts import AnswerMode, user_prompt
 from laimark_pl.sandbox.types import Sandbox
@@ -191,23 +192,6 @@ class EvalConfig:
         if not _MLFLOW_METRIC_NAME.match(self.metric_name):
             raise ValueError(f"eval.metric_name {self.metric_name!r} is not a valid MLflow metric name "
                              "(letters, digits, '_', '-', '.', '/' and spaces)")
-
-
-class WarmupDecaySchedule:
-    """LR multiplier: linear warm-up over ``warmup_steps``, then cosine/linear decay or constant."""
-
-    def __init__(self, total_steps: int | None, warmup_steps: int, kind: str):
-        self.total_steps, self.warmup_steps, self.kind = total_steps, warmup_steps, kind
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        if self.kind == "constant" or not self.total_steps:
-            return 1.0
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
-        if self.kind == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class GRPOModule(L.LightningModule):
@@ -391,13 +375,15 @@ class GRPOModule(L.LightningModule):
                 rollout, advantages, keep = rollout.select(keep), advantages[keep], None
         trained = float(len(rollout) if keep is None else keep.sum())
         metrics["train/trained_completions"] = trained
+        trained_anywhere = trained
         if keep is not None:  # one rank must not skip a backward pass the others make (DDP all-reduces in it)
-            trained = float(self.trainer.strategy.reduce(torch.tensor(trained, device=self.device), reduce_op="sum"))
+            trained_anywhere = float(self.trainer.strategy.reduce(torch.tensor(trained, device=self.device),
+                                                                  reduce_op="sum"))
 
         metrics["train/lr"] = self.optimizers().optimizer.param_groups[0]["lr"]
         memory.reset()
         start = time.perf_counter()
-        if trained:
+        if trained_anywhere:
             with attention_kernels():
                 metrics.update(self._optimize(rollout, advantages, keep))
         else:  # every group was constant (on every rank): no update, but the schedule still counts the batch
